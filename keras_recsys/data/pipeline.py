@@ -1,0 +1,226 @@
+"""DataFrames and files to `tf.data` pipelines of preprocessed batches."""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from keras_recsys.features.raw import RaggedValues
+from keras_recsys.features.spec import FeatureSpec
+from keras_recsys.tasks import Task, as_tasks
+
+
+def _spec_and_tasks(target, tasks) -> tuple[FeatureSpec, list[Task] | None]:
+    if isinstance(target, FeatureSpec):
+        spec = target
+    elif hasattr(target, "spec") and isinstance(target.spec, FeatureSpec):
+        spec = target.spec
+        if tasks is None:
+            tasks = list(target.tasks)
+    else:
+        raise TypeError(
+            "Pass a keras_recsys model or a fitted FeatureSpec, got "
+            f"{type(target).__name__}."
+        )
+    spec.check_adapted()
+    return spec, (as_tasks(tasks) if tasks is not None else None)
+
+
+def _to_tensor(value: Any):
+    if isinstance(value, RaggedValues):
+        if value.values.dtype == object:
+            flat = tf.constant(value.values.tolist(), dtype=tf.string)
+        else:
+            flat = tf.constant(value.values, dtype=tf.int64)
+        return tf.RaggedTensor.from_row_lengths(flat, value.row_lengths)
+    if value.dtype == object:
+        return tf.constant(value.tolist(), dtype=tf.string)
+    return tf.constant(value)
+
+
+def frame_tensors(
+    df: pd.DataFrame, spec: FeatureSpec, tasks: list[Task] | None, labels: bool
+) -> tuple:
+    """(raw feature tensors, labels, sample weights) of a whole DataFrame."""
+    raw = spec.raw_from_frame(df)
+    features = {name: _to_tensor(value) for name, value in raw.items()}
+    if not labels or tasks is None:
+        return features, None, None
+    y = {t.name: tf.constant(t.label_array(df)) for t in tasks}
+    weights = None
+    if any(t.uses_sample_weight for t in tasks):
+        weights = {t.name: tf.constant(t.weight_array(df)) for t in tasks}
+    return features, y, weights
+
+
+def _batched_dataset(
+    columns: tuple,
+    n: int,
+    spec: FeatureSpec,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None,
+    drop_remainder: bool,
+) -> tf.data.Dataset:
+    """Batches by gathering row indices, then preprocesses whole batches."""
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    indices = indices.batch(batch_size, drop_remainder=drop_remainder)
+    preprocessor = spec.preprocessor
+    columns = tuple(c for c in columns if c is not None)
+
+    def gather(index):
+        picked = tf.nest.map_structure(lambda t: tf.gather(t, index), columns)
+        features = preprocessor(picked[0])
+        return features if len(picked) == 1 else (features,) + picked[1:]
+
+    dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def from_pandas(
+    df: pd.DataFrame,
+    model,
+    batch_size: int = 1024,
+    shuffle: bool = False,
+    seed: int | None = None,
+    labels: bool | None = None,
+    tasks=None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of preprocessed batches from a DataFrame.
+
+    Elements are `(features, labels)` (plus `sample_weights` when a task has
+    a `mask` or `sample_weight` column), each a dict keyed by feature or
+    task name, or `features` alone without labels. Preprocessing (lookups,
+    normalization, padding) runs in the pipeline with the spec's
+    TensorFlow preprocessor, so the model receives only numbers.
+
+    Args:
+        df: the rows; every input feature's column must be present.
+        model: a keras_recsys model (its spec and tasks are used) or a
+            fitted `FeatureSpec`.
+        batch_size: rows per batch.
+        shuffle: reshuffle rows every epoch.
+        seed: shuffle seed.
+        labels: include labels; default: when the model has tasks and every
+            label column is present.
+        tasks: tasks to read labels for, overriding the model's.
+        drop_remainder: drop the last incomplete batch.
+
+    Example:
+
+    >>> train = kr.data.from_pandas(train_df, model, batch_size=4096, shuffle=True)
+    >>> model.fit(train, epochs=3)
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"from_pandas takes a pandas DataFrame, got {type(df).__name__}.")
+    if len(df) == 0:
+        raise ValueError("from_pandas got an empty DataFrame: there are no rows.")
+    spec, tasks = _spec_and_tasks(model, tasks)
+    if labels is None:
+        labels = tasks is not None and all(t.label in df.columns for t in tasks)
+    elif labels and tasks is None:
+        raise ValueError("labels=True needs a model with tasks (or `tasks=`).")
+    features, y, weights = frame_tensors(df, spec, tasks, labels)
+    return _batched_dataset(
+        (features, y, weights), len(df), spec, batch_size, shuffle, seed, drop_remainder
+    )
+
+
+def _expand_paths(paths: str | Iterable[str]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[str] = []
+    for path in paths:
+        matches = sorted(glob.glob(str(path)))
+        if not matches:
+            raise FileNotFoundError(f"No file matches '{path}'.")
+        found.extend(matches)
+    return found
+
+
+def _from_frames(
+    frames: Iterable[pd.DataFrame],
+    model,
+    batch_size: int,
+    labels: bool | None,
+    tasks,
+) -> tf.data.Dataset:
+    """Streams frames through `from_pandas` without holding all of them."""
+    spec, tasks = _spec_and_tasks(model, tasks)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None or len(first) == 0:
+        raise ValueError("The files hold no rows.")
+    if labels is None:
+        labels = tasks is not None and all(t.label in first.columns for t in tasks)
+    example = from_pandas(first.head(2), spec, batch_size, labels=labels, tasks=tasks)
+
+    def generate():
+        for frame in _chain(first, frames):
+            for element in from_pandas(
+                frame, spec, batch_size, labels=labels, tasks=tasks
+            ):
+                yield element
+
+    return tf.data.Dataset.from_generator(
+        generate, output_signature=example.element_spec
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def from_csv(
+    paths,
+    model,
+    batch_size: int = 1024,
+    chunk_rows: int = 100_000,
+    labels: bool | None = None,
+    tasks=None,
+    **read_csv_kwargs,
+) -> tf.data.Dataset:
+    """Preprocessed batches streamed from CSV files (globs allowed).
+
+    Files are read `chunk_rows` at a time, so they need not fit in memory;
+    rows keep file order (shuffle with `dataset.shuffle` on batches, or
+    shuffle the files beforehand). Extra keyword arguments go to
+    `pandas.read_csv`.
+    """
+    files = _expand_paths(paths)
+
+    def frames():
+        for path in files:
+            yield from pd.read_csv(path, chunksize=chunk_rows, **read_csv_kwargs)
+
+    return _from_frames(frames(), model, batch_size, labels, tasks)
+
+
+def from_parquet(
+    paths,
+    model,
+    batch_size: int = 1024,
+    chunk_rows: int = 100_000,
+    labels: bool | None = None,
+    tasks=None,
+) -> tf.data.Dataset:
+    """Preprocessed batches streamed from Parquet files, row group by batch."""
+    import pyarrow.parquet as pq
+
+    files = _expand_paths(paths)
+
+    def frames():
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
+
+    return _from_frames(frames(), model, batch_size, labels, tasks)

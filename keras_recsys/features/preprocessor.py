@@ -1,0 +1,176 @@
+"""The TensorFlow preprocessing stage: raw feature values to model inputs.
+
+It runs inside `tf.data` (training, evaluation) and inside the exported
+serving graph, never inside the model, so string tensors stay out of
+replicated graphs and the model itself stays backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from keras_recsys.features.feature import (
+    NUM_RESERVED_IDS,
+    OOV_ID,
+    Categorical,
+    Crossed,
+    Numeric,
+    Sequence,
+)
+
+_TF_DTYPES = {"string": tf.string, "int64": tf.int64}
+
+
+class Preprocessor(tf.Module):
+    """Maps a dict of raw feature tensors to a dict of model inputs.
+
+    Outputs, by feature name: int32 ids of shape (B,) for categorical,
+    bucketized numeric and crossed features; float32 (B,) for numeric
+    features; int32 ids of shape (B, max_length) for sequences, padded with
+    0 at the front. Raw sequences may be `tf.RaggedTensor`s or 1-D string
+    tensors delimited by the feature's separator.
+    """
+
+    def __init__(self, spec):
+        super().__init__(name="keras_recsys_preprocessor")
+        spec.check_adapted()
+        self._spec = spec
+        self.tables: dict[str, tf.lookup.StaticHashTable] = {}
+        for feature in spec.categorical + spec.sequences:
+            owner = spec.vocabulary_owner(feature.name)
+            if owner.is_hashed or owner.name in self.tables:
+                continue
+            keys = tf.constant(owner.vocabulary, dtype=_TF_DTYPES[owner.dtype])
+            if owner.dtype == "string" and not owner.vocabulary:
+                keys = tf.constant([], dtype=tf.string)
+            ids = tf.range(
+                NUM_RESERVED_IDS, len(owner.vocabulary) + NUM_RESERVED_IDS, dtype=tf.int64
+            )
+            self.tables[owner.name] = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(keys, ids),
+                default_value=OOV_ID,
+                name=f"vocabulary_{owner.name}",
+            )
+
+    def input_signature(self) -> dict[str, tf.TensorSpec]:
+        """The serving signature: one raw input per feature, batch-major.
+
+        Categorical features take strings or int64 (as fitted), numeric
+        features float32, sequences one delimited string per example.
+        """
+        signature = {}
+        for feature in self._spec.input_features:
+            if isinstance(feature, Numeric):
+                dtype = tf.float32
+            elif isinstance(feature, Sequence):
+                dtype = tf.string
+            else:
+                dtype = _TF_DTYPES[self._spec.dtype_of(feature.name)]
+            signature[feature.name] = tf.TensorSpec([None], dtype, name=feature.name)
+        return signature
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, tf.Tensor]:
+        out: dict[str, tf.Tensor] = {}
+        for feature in self._spec.input_features:
+            if feature.name not in raw:
+                raise KeyError(
+                    f"Feature '{feature.name}' is missing from the input; "
+                    f"got {sorted(raw)}."
+                )
+            value = raw[feature.name]
+            if isinstance(feature, Categorical):
+                out[feature.name] = self._ids(feature, _flatten_batch(value))
+            elif isinstance(feature, Numeric):
+                out[feature.name] = self._numeric(feature, _flatten_batch(value))
+            elif isinstance(feature, Sequence):
+                out[feature.name] = self._sequence(feature, value)
+        for feature in self._spec.crossed:
+            out[feature.name] = self._cross(feature, out)
+        return out
+
+    # --------------------------------------------------------------- helpers
+    def _lookup(self, name: str, values: tf.Tensor) -> tf.Tensor:
+        owner = self._spec.vocabulary_owner(name)
+        dtype = _TF_DTYPES[owner.dtype]
+        if values.dtype != dtype:
+            if dtype == tf.int64 and values.dtype == tf.string:
+                values = tf.strings.to_number(values, out_type=tf.int64)
+            elif dtype == tf.string:
+                values = tf.strings.as_string(values)
+            else:
+                values = tf.cast(values, dtype)
+        if owner.is_hashed:
+            if values.dtype != tf.string:
+                values = tf.strings.as_string(values)
+            ids = tf.strings.to_hash_bucket_fast(values, owner.num_bins) + NUM_RESERVED_IDS
+        else:
+            ids = self.tables[owner.name].lookup(values)
+        return tf.cast(ids, tf.int32)
+
+    def _ids(self, feature: Categorical, values: tf.Tensor) -> tf.Tensor:
+        return self._lookup(feature.name, values)
+
+    def _numeric(self, feature: Numeric, values: tf.Tensor) -> tf.Tensor:
+        x = tf.cast(values, tf.float32)
+        missing = tf.logical_not(tf.math.is_finite(x))
+        if feature.transform == "log1p":
+            x = tf.sign(x) * tf.math.log1p(tf.abs(x))
+        x = tf.where(missing, tf.constant(feature.fill_value, tf.float32), x)
+        if feature.is_bucketized:
+            boundaries = tf.constant(feature.boundaries, tf.float32)
+            bucket = tf.searchsorted(boundaries, x, side="right", out_type=tf.int32)
+            return bucket + NUM_RESERVED_IDS
+        if feature.normalization == "standard":
+            x = (x - feature.mean) / feature.std
+        elif feature.normalization == "minmax":
+            span = (feature.max - feature.min) or 1.0
+            x = (x - feature.min) / span
+        return x
+
+    def _sequence(self, feature: Sequence, value) -> tf.Tensor:
+        if isinstance(value, tf.RaggedTensor):
+            ragged = value
+        else:
+            value = tf.convert_to_tensor(value)
+            if value.dtype != tf.string or value.shape.rank != 1:
+                raise TypeError(
+                    f"Sequence feature '{feature.name}' takes a RaggedTensor or "
+                    f"a 1-D string tensor of '{feature.separator}'-delimited "
+                    f"items, got {value.dtype.name} of rank {value.shape.rank}."
+                )
+            ragged = tf.strings.split(value, sep=feature.separator)
+            ragged = tf.ragged.boolean_mask(ragged, tf.not_equal(ragged, ""))
+        ragged = ragged[:, -feature.max_length :]
+        ids = tf.ragged.map_flat_values(lambda v: self._lookup(feature.name, v), ragged)
+        return _pad_front(ids, feature.max_length)
+
+    def _cross(self, feature: Crossed, processed: dict[str, tf.Tensor]) -> tf.Tensor:
+        parts = [tf.strings.as_string(processed[name]) for name in feature.features]
+        joined = tf.strings.join(parts, separator="_x_")
+        ids = tf.strings.to_hash_bucket_fast(joined, feature.num_bins)
+        return tf.cast(ids + NUM_RESERVED_IDS, tf.int32)
+
+
+def _flatten_batch(value) -> tf.Tensor:
+    """(B,) from (B,) or (B, 1) inputs."""
+    value = tf.convert_to_tensor(value)
+    if value.shape.rank == 2:
+        value = tf.squeeze(value, axis=1)
+    return value
+
+
+def _pad_front(ids: tf.RaggedTensor, length: int) -> tf.Tensor:
+    """Dense (B, length) ids, each row right-aligned, padded with PAD_ID."""
+    rows = tf.cast(ids.value_rowids(), tf.int32)
+    lengths = tf.cast(ids.row_lengths(), tf.int32)
+    starts = tf.cast(ids.row_starts(), tf.int32)
+    flat_positions = tf.range(tf.shape(ids.flat_values)[0], dtype=tf.int32)
+    within_row = flat_positions - tf.gather(starts, rows)
+    columns = length - tf.gather(lengths, rows) + within_row
+    batch = tf.shape(lengths)[0]
+    # scatter_nd fills the untouched front positions with 0, which is PAD_ID.
+    return tf.scatter_nd(
+        tf.stack([rows, columns], axis=1), ids.flat_values, tf.stack([batch, length])
+    )

@@ -1,0 +1,135 @@
+"""Deep & Cross Network: DCN (v1), DCNv2 (full and low-rank) and DCN-Mix."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+from keras_rs.layers import FeatureCross
+
+from keras_recsys.layers.cross import MixtureOfLowRankCross, VectorCross
+from keras_recsys.layers.mlp import MLP
+from keras_recsys.models.base import RecModel
+
+_VERSIONS = ("v1", "v2", "mix")
+_STRUCTURES = ("stacked", "parallel")
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class DCN(RecModel):
+    """Deep & Cross Network.
+
+    Cross layers on x0 (all field embeddings and numeric features):
+
+    * `version="v1"`: x_{l+1} = x0 · (x_lᵀ w_l) + b_l + x_l (`VectorCross`);
+    * `version="v2"`: x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l with a full W_l,
+      or W_l = U_l V_lᵀ when `projection_dim` is set (keras-rs
+      `FeatureCross`);
+    * `version="mix"`: a gated mixture of low-rank experts
+      (`MixtureOfLowRankCross`).
+
+    `structure="stacked"` feeds the cross output to the MLP;
+    `structure="parallel"` runs the MLP beside the cross network and
+    concatenates both outputs. With `hidden_units=()` the model is the cross
+    network alone.
+
+    References: Wang et al., 2017, "Deep & Cross Network for Ad Click
+    Predictions"; Wang et al., 2021, "DCN V2: Improved Deep & Cross
+    Network and Practical Lessons for Web-scale Learning to Rank Systems".
+
+    Args:
+        spec: a fitted `FeatureSpec`.
+        tasks: the tasks.
+        version: "v1", "v2" or "mix".
+        num_cross_layers: number of cross layers.
+        projection_dim: low-rank size for "v2" (None: full rank) and the
+            expert rank for "mix".
+        num_experts: experts per layer for "mix".
+        structure: "stacked" or "parallel".
+        hidden_units: widths of the MLP.
+        dropout: dropout rate of the MLP.
+        activation: MLP activation.
+        normalization: None, "batch" or "layer" in the MLP.
+
+    Example:
+
+    >>> model = kr.models.DCN(spec, tasks="click", version="v2", projection_dim=64)
+    """
+
+    def __init__(
+        self,
+        spec,
+        tasks,
+        version: str = "v2",
+        num_cross_layers: int = 3,
+        projection_dim: int | None = None,
+        num_experts: int = 4,
+        structure: str = "stacked",
+        hidden_units: Sequence[int] = (256, 128),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        if version not in _VERSIONS:
+            raise ValueError(f"DCN version must be one of {_VERSIONS}, got {version!r}.")
+        if structure not in _STRUCTURES:
+            raise ValueError(
+                f"DCN structure must be one of {_STRUCTURES}, got {structure!r}."
+            )
+        super().__init__(spec, tasks, **kwargs)
+        self.version = version
+        self.num_cross_layers = int(num_cross_layers)
+        self.projection_dim = projection_dim
+        self.num_experts = int(num_experts)
+        self.structure = structure
+        self.hidden_units = list(hidden_units)
+        self.dropout = dropout
+        self.activation = activation
+        self.normalization = normalization
+        self.cross_layers = [self._cross_layer(i) for i in range(self.num_cross_layers)]
+        self.mlp = (
+            MLP(hidden_units, activation, dropout, normalization, name="mlp")
+            if self.hidden_units
+            else None
+        )
+        self.build_now()
+
+    def _cross_layer(self, index: int):
+        name = f"cross_{index}"
+        if self.version == "v1":
+            return VectorCross(name=name)
+        if self.version == "v2":
+            return FeatureCross(projection_dim=self.projection_dim, name=name)
+        return MixtureOfLowRankCross(
+            projection_dim=self.projection_dim or 32,
+            num_experts=self.num_experts,
+            name=name,
+        )
+
+    def compute_logits(self, inputs, training=None):
+        x0 = self.concat_inputs(self.embedding(inputs))
+        crossed = x0
+        for layer in self.cross_layers:
+            crossed = layer(x0, crossed)
+        if self.mlp is None:
+            hidden = crossed
+        elif self.structure == "stacked":
+            hidden = self.mlp(crossed, training=training)
+        else:
+            hidden = ops.concatenate([crossed, self.mlp(x0, training=training)], axis=-1)
+        return self.heads(hidden)
+
+    def hyperparameters(self):
+        return {
+            "version": self.version,
+            "num_cross_layers": self.num_cross_layers,
+            "projection_dim": self.projection_dim,
+            "num_experts": self.num_experts,
+            "structure": self.structure,
+            "hidden_units": self.hidden_units,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "normalization": self.normalization,
+        }

@@ -1,0 +1,82 @@
+"""DeepFM."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+from keras_recsys.layers.embedding import stack_fields
+from keras_recsys.layers.fm import FactorizationMachine
+from keras_recsys.layers.mlp import MLP
+from keras_recsys.models.base import RecModel
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class DeepFM(RecModel):
+    """DeepFM: logit = LR(x) + FM(e_1..e_F) + head(MLP(x0)).
+
+    The FM and the MLP share the same field embeddings. Numeric features
+    enter the FM as fields e_i = x_i · v_i (as in the paper), so every field
+    embedding must have the same size; sequences enter pooled. The LR part
+    and the head are per task, the FM term is shared by all tasks.
+
+    Reference: Guo et al., 2017, "DeepFM: A Factorization-Machine based
+    Neural Network for CTR Prediction".
+
+    Args:
+        spec: a fitted `FeatureSpec`.
+        tasks: the tasks.
+        hidden_units: widths of the MLP.
+        dropout: dropout rate of the MLP.
+        activation: MLP activation.
+        normalization: None, "batch" or "layer" in the MLP.
+
+    Example:
+
+    >>> model = kr.models.DeepFM(spec, tasks=[kr.Task("click")])
+    """
+
+    def __init__(
+        self,
+        spec,
+        tasks,
+        hidden_units: Sequence[int] = (256, 128),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("numeric_field_dim", spec_dim(spec))
+        super().__init__(spec, tasks, **kwargs)
+        self.hidden_units = list(hidden_units)
+        self.dropout = dropout
+        self.activation = activation
+        self.normalization = normalization
+        self.linear = self.make_linear_term("linear")
+        self.fm = FactorizationMachine(name="fm")
+        self.mlp = MLP(hidden_units, activation, dropout, normalization, name="mlp")
+        self.build_now()
+
+    def compute_logits(self, inputs, training=None):
+        embedded = self.embedding(inputs)
+        fields = stack_fields(embedded["fields"], self.field_names)
+        fm = self.fm(fields)
+        linear = self.split_by_task(self.linear(inputs, embedded["dense"]))
+        deep = self.heads(self.mlp(self.concat_inputs(embedded), training=training))
+        return {name: linear[name] + fm + deep[name] for name in self.task_names}
+
+    def hyperparameters(self):
+        return {
+            "hidden_units": self.hidden_units,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "normalization": self.normalization,
+        }
+
+
+def spec_dim(spec) -> int:
+    """The spec's default embedding size (FM's numeric fields use it)."""
+    if isinstance(spec, dict):
+        return int(spec.get("default_embedding_dim", 16))
+    return spec.default_embedding_dim

@@ -1,0 +1,212 @@
+"""`Task`: one prediction target of a model, with its loss and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+_KINDS = ("binary", "regression", "multiclass")
+
+
+class Task:
+    """A prediction target: its label, kind, loss, metrics and loss weight.
+
+    A model has one output per task, named after the task; `compile` fills
+    in each task's loss, loss weight and metrics unless the user passes
+    their own.
+
+    Args:
+        name: output name (and label column unless `label` is given).
+        kind: "binary" (sigmoid, binary cross-entropy, AUC and log loss),
+            "regression" (identity, mean squared error, RMSE and MAE) or
+            "multiclass" (softmax, sparse categorical cross-entropy,
+            accuracy).
+        label: label column; defaults to `name`.
+        weight: weight of this task's loss in the total loss.
+        num_classes: number of classes ("multiclass" only).
+        loss: a Keras loss overriding the default of the kind.
+        metrics: Keras metrics overriding the defaults of the kind.
+        sample_weight: column of per-example loss weights.
+        mask: column of 0/1 values; only rows where it is 1 contribute to
+            this task's loss and metrics (e.g. a conversion task computed
+            over clicked impressions only).
+
+    Example:
+
+    >>> kr.Task("click")
+    >>> kr.Task("like", weight=0.5)
+    >>> kr.Task("cvr", label="conversion", mask="click")
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str = "binary",
+        label: str | None = None,
+        weight: float = 1.0,
+        num_classes: int | None = None,
+        loss: Any = None,
+        metrics: list | None = None,
+        sample_weight: str | None = None,
+        mask: str | None = None,
+    ):
+        if kind not in _KINDS:
+            raise ValueError(f"Task '{name}': kind must be one of {_KINDS}, got {kind!r}.")
+        if kind == "multiclass" and (num_classes is None or num_classes < 2):
+            raise ValueError(f"Task '{name}': multiclass needs num_classes >= 2.")
+        if kind != "multiclass" and num_classes is not None:
+            raise ValueError(f"Task '{name}': num_classes is only for multiclass.")
+        self.name = name
+        self.kind = kind
+        self.label = label or name
+        self.weight = float(weight)
+        self.num_classes = num_classes
+        self.loss = loss
+        self.metrics = metrics
+        self.sample_weight = sample_weight
+        self.mask = mask
+
+    @property
+    def units(self) -> int:
+        """Width of the task's logit."""
+        return self.num_classes if self.kind == "multiclass" else 1
+
+    def activation(self, logits):
+        if self.kind == "binary":
+            return keras.ops.sigmoid(logits)
+        if self.kind == "multiclass":
+            return keras.ops.softmax(logits, axis=-1)
+        return logits
+
+    def make_loss(self):
+        if self.loss is not None:
+            return self.loss
+        if self.kind == "binary":
+            return keras.losses.BinaryCrossentropy(name=f"{self.name}_loss")
+        if self.kind == "multiclass":
+            return keras.losses.SparseCategoricalCrossentropy(name=f"{self.name}_loss")
+        return keras.losses.MeanSquaredError(name=f"{self.name}_loss")
+
+    def make_metrics(self) -> list:
+        if self.metrics is not None:
+            return list(self.metrics)
+        if self.kind == "binary":
+            return [
+                keras.metrics.AUC(name="auc", num_thresholds=1000),
+                keras.metrics.BinaryCrossentropy(name="logloss"),
+            ]
+        if self.kind == "multiclass":
+            return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+            keras.metrics.MeanAbsoluteError(name="mae"),
+        ]
+
+    @property
+    def uses_sample_weight(self) -> bool:
+        return self.sample_weight is not None or self.mask is not None
+
+    def label_array(self, df: pd.DataFrame) -> np.ndarray:
+        """Labels of a DataFrame, checked, shaped (N, 1)."""
+        if self.label not in df.columns:
+            raise KeyError(
+                f"Label column '{self.label}' of task '{self.name}' is missing "
+                f"from the data; it has columns {list(df.columns)[:12]}."
+            )
+        column = df[self.label]
+        if column.isna().any():
+            raise ValueError(
+                f"Label column '{self.label}' of task '{self.name}' has "
+                f"{int(column.isna().sum())} missing value(s)."
+            )
+        if self.kind == "multiclass":
+            values = pd.to_numeric(column, errors="coerce")
+            bad = values.isna() | (values % 1 != 0) | (values < 0) | (
+                values >= self.num_classes
+            )
+            if bad.any():
+                raise ValueError(
+                    f"Label column '{self.label}' of task '{self.name}' must hold "
+                    f"class ids in [0, {self.num_classes}); found "
+                    f"{column[bad].iloc[0]!r}."
+                )
+            return values.to_numpy(dtype=np.int32).reshape(-1, 1)
+        values = pd.to_numeric(column, errors="coerce")
+        if values.isna().any():
+            raise TypeError(
+                f"Label column '{self.label}' of task '{self.name}' must be "
+                f"numeric; found {column[values.isna()].iloc[0]!r}."
+            )
+        if self.kind == "binary" and not values.isin([0, 1]).all():
+            raise ValueError(
+                f"Label column '{self.label}' of binary task '{self.name}' must "
+                f"hold 0/1 (or bools); found {column[~values.isin([0, 1])].iloc[0]!r}."
+            )
+        return values.to_numpy(dtype=np.float32).reshape(-1, 1)
+
+    def weight_array(self, df: pd.DataFrame) -> np.ndarray:
+        """Per-example loss weights: sample_weight column times mask column."""
+        weights = np.ones(len(df), dtype=np.float32)
+        for column, what in ((self.sample_weight, "sample_weight"), (self.mask, "mask")):
+            if column is None:
+                continue
+            if column not in df.columns:
+                raise KeyError(
+                    f"Column '{column}' ({what} of task '{self.name}') is missing "
+                    "from the data."
+                )
+            values = pd.to_numeric(df[column], errors="coerce").to_numpy(np.float32)
+            if np.isnan(values).any():
+                raise ValueError(
+                    f"Column '{column}' ({what} of task '{self.name}') has "
+                    "missing or non-numeric values."
+                )
+            weights = weights * values
+        return weights
+
+    def get_config(self) -> dict[str, Any]:
+        config = {"name": self.name, "kind": self.kind, "weight": self.weight}
+        if self.label != self.name:
+            config["label"] = self.label
+        for key in ("num_classes", "sample_weight", "mask"):
+            if getattr(self, key) is not None:
+                config[key] = getattr(self, key)
+        if self.loss is not None:
+            config["loss"] = keras.saving.serialize_keras_object(self.loss)
+        if self.metrics is not None:
+            config["metrics"] = [
+                keras.saving.serialize_keras_object(m) for m in self.metrics
+            ]
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Task":
+        config = dict(config)
+        if "loss" in config:
+            config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        if "metrics" in config:
+            config["metrics"] = [
+                keras.saving.deserialize_keras_object(m) for m in config["metrics"]
+            ]
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, kind={self.kind!r}, weight={self.weight})"
+
+
+def as_tasks(tasks) -> list[Task]:
+    """Normalizes a task argument: a Task, a name, or a list of them."""
+    if tasks is None:
+        raise ValueError("A model needs at least one Task.")
+    if isinstance(tasks, (Task, str)):
+        tasks = [tasks]
+    result = [Task(t) if isinstance(t, str) else t for t in tasks]
+    if not result:
+        raise ValueError("A model needs at least one Task.")
+    names = [t.name for t in result]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Task names must be unique, got {names}.")
+    return result

@@ -1,0 +1,53 @@
+"""Shared fixtures: small slices of real data, fitted specs, backend info."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_recsys as kr  # noqa: E402
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+BACKEND = keras.backend.backend()
+
+
+def shared_data_path(*parts: str) -> str:
+    """A file under ../shared/data, or skip the test saying it is absent."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"real data file {path} is not present on this machine")
+    return path
+
+
+requires_tensorflow_backend = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="needs the TensorFlow backend"
+)
+
+
+@pytest.fixture(scope="session")
+def census_splits():
+    """(train, valid, test) of the bundled census data, documented split."""
+    return kr.datasets.census_income()
+
+
+@pytest.fixture(scope="session")
+def census_small(census_splits):
+    """Small real slices for fast model tests: 6,000 train / 2,000 test rows."""
+    train, _, test = census_splits
+    return train.head(6000).copy(), test.head(2000).copy()
+
+
+@pytest.fixture(scope="session")
+def census_spec(census_small):
+    """A census FeatureSpec fitted on the small training slice."""
+    spec = kr.datasets.census_feature_spec(embedding_dim=8)
+    return spec.adapt(census_small[0])
+
+
+@pytest.fixture
+def census_tasks():
+    return [kr.Task("income"), kr.Task("marital")]
