@@ -11,11 +11,11 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: install demo test test-fast test-slow test-backends lint bench clean
 
+# tensorflow-serving-api's metadata requires the full `tensorflow` wheel;
+# tensorflow-cpu already provides TensorFlow, so its protos install alone.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev,jax]"
-	# tensorflow-serving-api's metadata requires the full `tensorflow` wheel;
-	# tensorflow-cpu already provides it, so install the protos alone.
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "tensorflow-serving-api==2.21.0"
 	touch $(STAMP)
 

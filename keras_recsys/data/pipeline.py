@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from keras_recsys.features.feature import Categorical, Sequence
 from keras_recsys.features.raw import RaggedValues
 from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.tasks import Task, as_tasks
@@ -24,8 +25,7 @@ def _spec_and_tasks(target, tasks) -> tuple[FeatureSpec, list[Task] | None]:
             tasks = list(target.tasks)
     else:
         raise TypeError(
-            "Pass a keras_recsys model or a fitted FeatureSpec, got "
-            f"{type(target).__name__}."
+            f"Pass a keras_recsys model or a fitted FeatureSpec, got {type(target).__name__}."
         )
     spec.check_adapted()
     return spec, (as_tasks(tasks) if tasks is not None else None)
@@ -110,7 +110,8 @@ def from_pandas(
         shuffle: reshuffle rows every epoch.
         seed: shuffle seed.
         labels: include labels; default: when the model has tasks and every
-            label column is present.
+            label column is present (features only when none is; some
+            present and others missing is an error).
         tasks: tasks to read labels for, overriding the model's.
         drop_remainder: drop the last incomplete batch.
 
@@ -124,14 +125,35 @@ def from_pandas(
     if len(df) == 0:
         raise ValueError("from_pandas got an empty DataFrame: there are no rows.")
     spec, tasks = _spec_and_tasks(model, tasks)
-    if labels is None:
-        labels = tasks is not None and all(t.label in df.columns for t in tasks)
-    elif labels and tasks is None:
-        raise ValueError("labels=True needs a model with tasks (or `tasks=`).")
+    labels = _want_labels(labels, tasks, df.columns)
     features, y, weights = frame_tensors(df, spec, tasks, labels)
     return _batched_dataset(
         (features, y, weights), len(df), spec, batch_size, shuffle, seed, drop_remainder
     )
+
+
+def _want_labels(labels: bool | None, tasks: list[Task] | None, columns) -> bool:
+    """Whether to read labels: by default when the label columns are there.
+
+    With some label columns present and others missing the data is surely
+    wrong (a model needs every task's labels), so that is an error rather
+    than a silent switch to features only.
+    """
+    if labels is not None:
+        if labels and tasks is None:
+            raise ValueError("labels=True needs a model with tasks (or `tasks=`).")
+        return bool(labels)
+    if tasks is None:
+        return False
+    missing = [t for t in tasks if t.label not in columns]
+    if missing and len(missing) < len(tasks):
+        names = ", ".join(f"'{t.label}' (task '{t.name}')" for t in missing)
+        raise KeyError(
+            f"Label column(s) {names} missing from the data, while the other "
+            "tasks' label columns are present; add them, or pass labels=False "
+            "to read features only."
+        )
+    return not missing
 
 
 def _expand_paths(paths: str | Iterable[str]) -> list[str]:
@@ -153,31 +175,58 @@ def _from_frames(
     labels: bool | None,
     tasks,
 ) -> tf.data.Dataset:
-    """Streams frames through `from_pandas` without holding all of them."""
+    """Streams frames through `from_pandas` without holding all of them.
+
+    Rows left over at the end of a frame (or file) are carried into the
+    next one, so every batch but the last has `batch_size` rows, exactly as
+    `from_pandas` on all the rows would give.
+    """
     spec, tasks = _spec_and_tasks(model, tasks)
     frames = iter(frames)
     first = next(frames, None)
     if first is None or len(first) == 0:
         raise ValueError("The files hold no rows.")
-    if labels is None:
-        labels = tasks is not None and all(t.label in first.columns for t in tasks)
+    labels = _want_labels(labels, tasks, first.columns)
     example = from_pandas(first.head(2), spec, batch_size, labels=labels, tasks=tasks)
 
     def generate():
+        carry = None
         for frame in _chain(first, frames):
-            for element in from_pandas(
-                frame, spec, batch_size, labels=labels, tasks=tasks
-            ):
-                yield element
+            if carry is not None and len(carry):
+                frame = pd.concat([carry, frame], ignore_index=True)
+            full = len(frame) // batch_size * batch_size
+            if full:
+                yield from from_pandas(
+                    frame.iloc[:full], spec, batch_size, labels=labels, tasks=tasks
+                )
+            carry = frame.iloc[full:]
+        if carry is not None and len(carry):
+            yield from from_pandas(carry, spec, batch_size, labels=labels, tasks=tasks)
 
-    return tf.data.Dataset.from_generator(
-        generate, output_signature=example.element_spec
-    ).prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_generator(generate, output_signature=example.element_spec).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+def _text_columns(spec: FeatureSpec) -> dict[str, type]:
+    """Columns to read as text: string-valued categoricals and sequences.
+
+    Without this, pandas parses a string feature whose values look like
+    numbers (codes such as "33") as integers, which no longer match the
+    fitted string vocabulary.
+    """
+    columns: dict[str, type] = {}
+    for feature in spec.input_features:
+        if isinstance(feature, Sequence) or (
+            isinstance(feature, Categorical) and spec.dtype_of(feature.name) == "string"
+        ):
+            columns[feature.column] = str
+    return columns
 
 
 def from_csv(
@@ -193,10 +242,16 @@ def from_csv(
 
     Files are read `chunk_rows` at a time, so they need not fit in memory;
     rows keep file order (shuffle with `dataset.shuffle` on batches, or
-    shuffle the files beforehand). Extra keyword arguments go to
-    `pandas.read_csv`.
+    shuffle the files beforehand). Columns of string categorical and
+    sequence features are read as text (a `dtype=` argument overrides
+    that per column). Extra keyword arguments go to `pandas.read_csv`.
     """
     files = _expand_paths(paths)
+    spec, _ = _spec_and_tasks(model, tasks)
+    dtype = read_csv_kwargs.pop("dtype", None)
+    if dtype is None or isinstance(dtype, dict):
+        dtype = {**_text_columns(spec), **(dtype or {})}
+    read_csv_kwargs["dtype"] = dtype
 
     def frames():
         for path in files:

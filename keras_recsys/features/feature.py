@@ -11,7 +11,8 @@ sequence masks and exports agree on it:
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence as SequenceType
+from collections.abc import Sequence as SequenceType
+from typing import Any
 
 PAD_ID = 0
 OOV_ID = 1
@@ -58,7 +59,7 @@ class Feature:
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Feature":
+    def from_config(cls, config: dict[str, Any]) -> Feature:
         config = dict(config)
         state = config.pop("fitted", None)
         feature = cls(**config)
@@ -70,9 +71,7 @@ class Feature:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(
-            f"{k}={v!r}" for k, v in self.get_config().items() if k != "fitted"
-        )
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "fitted")
         return f"{type(self).__name__}({args})"
 
 
@@ -92,7 +91,9 @@ class _Vocabulary:
         self.min_frequency = int(min_frequency)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.num_bins = None if num_bins is None else int(num_bins)
-        self.given_vocabulary = None if vocabulary is None else list(vocabulary)
+        self.given_vocabulary = None
+        if vocabulary is not None:
+            self.given_vocabulary = _plain_vocabulary(vocabulary, self.name)
         self.vocabulary = self.given_vocabulary
         self.dtype: str | None = None
         if self.given_vocabulary is not None:
@@ -115,8 +116,7 @@ class _Vocabulary:
             return self.num_bins + NUM_RESERVED_IDS
         if self.vocabulary is None:
             raise RuntimeError(
-                f"Feature '{self.name}' has no vocabulary yet: call "
-                "`spec.adapt(data)` first."
+                f"Feature '{self.name}' has no vocabulary yet: call `spec.adapt(data)` first."
             )
         return len(self.vocabulary) + NUM_RESERVED_IDS
 
@@ -146,15 +146,33 @@ class _Vocabulary:
             self.vocabulary = list(state["vocabulary"])
 
 
+def _plain_vocabulary(vocabulary, name: str) -> list:
+    """An explicit vocabulary as a list of Python str or int, without repeats.
+
+    NumPy arrays and scalars (e.g. from `np.unique`) become plain values so
+    the vocabulary serializes to JSON; a repeated value is an error, since
+    one value cannot have two ids.
+    """
+    values = [
+        str(v) if isinstance(v, str) else v.item() if hasattr(v, "item") else v for v in vocabulary
+    ]
+    seen: set = set()
+    repeated = [v for v in values if v in seen or seen.add(v)]
+    if repeated:
+        raise ValueError(
+            f"Feature '{name}': the vocabulary repeats {repeated[:5]}; every "
+            "value must appear once."
+        )
+    return values
+
+
 def _infer_dtype(values: SequenceType, name: str) -> str:
     kinds = {isinstance(v, str) for v in values}
     if kinds == {True}:
         return "string"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return "int64"
-    raise ValueError(
-        f"Feature '{name}': vocabulary must be all strings or all integers."
-    )
+    raise ValueError(f"Feature '{name}': vocabulary must be all strings or all integers.")
 
 
 class Categorical(_Vocabulary, Feature):
@@ -201,9 +219,7 @@ class Categorical(_Vocabulary, Feature):
         Feature.__init__(self, name, column)
         self.embedding_dim = embedding_dim
         if role not in (None, "scenario"):
-            raise ValueError(
-                f"Feature '{name}': role must be None or 'scenario', got {role!r}."
-            )
+            raise ValueError(f"Feature '{name}': role must be None or 'scenario', got {role!r}.")
         self.role = role
         self._init_vocabulary(vocabulary, min_frequency, max_tokens, num_bins)
 
@@ -223,10 +239,11 @@ class Categorical(_Vocabulary, Feature):
 class Numeric(Feature):
     """A numeric feature: one float per example.
 
-    Preprocessing, in order: missing values (NaN, or inf/-inf at serving
-    time) are replaced by the training mean of the raw value; optional
-    `transform="log1p"` applies sign(x)·log(1 + |x|) so negative values stay
-    defined; then either normalization (`"standard"`: (x − μ)/σ,
+    Preprocessing, in order: optional `transform="log1p"` applies
+    sign(x)·log(1 + |x|) so negative values stay defined; missing values
+    (NaN, or inf/-inf at serving time) are replaced by the training mean of
+    the transformed value (so they normalize to 0 with "standard"); then
+    either normalization (`"standard"`: (x − μ)/σ,
     `"minmax"`: (x − min)/(max − min), `None`: unchanged) giving one dense
     input, or, with `buckets=N`, quantile bucketization into at most N
     buckets whose id is embedded like a categorical field.
@@ -263,8 +280,7 @@ class Numeric(Feature):
             )
         if transform not in _TRANSFORMS:
             raise ValueError(
-                f"Feature '{name}': transform must be one of {_TRANSFORMS}, "
-                f"got {transform!r}."
+                f"Feature '{name}': transform must be one of {_TRANSFORMS}, got {transform!r}."
             )
         if buckets is not None and int(buckets) < 2:
             raise ValueError(f"Feature '{name}': buckets must be >= 2.")
@@ -326,8 +342,10 @@ class Sequence(_Vocabulary, Feature):
     """A variable-length list of categorical values (a behaviour history).
 
     Input values are Python lists or arrays in a column, or strings joined by
-    `separator`. The most recent `max_length` items are kept (the end of the
-    list is the most recent); shorter lists are padded at the front with id
+    `separator` (empty items of a string are skipped; a missing row is an
+    empty sequence; a None/NaN item inside a list is kept as the
+    out-of-vocabulary id 1). The most recent `max_length` items are kept
+    (the end of the list is the most recent); shorter lists are padded at the front with id
     0, so position `max_length - 1` always holds the latest item and the
     mask is `ids != 0`. With `shares_vocabulary_with="item_id"` the sequence
     uses the vocabulary (fitted on both columns together) and the embedding
@@ -373,14 +391,11 @@ class Sequence(_Vocabulary, Feature):
             raise ValueError(f"Feature '{name}': max_length must be >= 1.")
         if pooling not in _POOLINGS:
             raise ValueError(
-                f"Feature '{name}': pooling must be one of {_POOLINGS}, "
-                f"got {pooling!r}."
+                f"Feature '{name}': pooling must be one of {_POOLINGS}, got {pooling!r}."
             )
         if not separator:
             raise ValueError(f"Feature '{name}': separator must be non-empty.")
-        if shares_vocabulary_with is not None and (
-            vocabulary is not None or num_bins is not None
-        ):
+        if shares_vocabulary_with is not None and (vocabulary is not None or num_bins is not None):
             raise ValueError(
                 f"Feature '{name}': a sequence that shares the vocabulary of "
                 f"'{shares_vocabulary_with}' cannot also set `vocabulary` or "
@@ -392,6 +407,14 @@ class Sequence(_Vocabulary, Feature):
         self.pooling = pooling
         self.separator = separator
         self._init_vocabulary(vocabulary, min_frequency, max_tokens, num_bins)
+
+    @property
+    def is_adapted(self) -> bool:
+        # A sequence sharing a vocabulary keeps no fitted state of its own;
+        # the spec checks the owner's (`FeatureSpec.vocabulary_owner`).
+        if self.shares_vocabulary_with is not None:
+            return True
+        return super().is_adapted
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -436,8 +459,7 @@ class Crossed(Feature):
         features = list(features)
         if len(features) < 2:
             raise ValueError(
-                f"Crossed feature '{name}' needs at least two features, got "
-                f"{features}."
+                f"Crossed feature '{name}' needs at least two features, got {features}."
             )
         if int(num_bins) < 1:
             raise ValueError(f"Crossed feature '{name}': num_bins must be >= 1.")
@@ -461,6 +483,4 @@ class Crossed(Feature):
         del state
 
 
-FEATURE_KINDS = {
-    cls.kind: cls for cls in (Categorical, Numeric, Sequence, Crossed)
-}
+FEATURE_KINDS = {cls.kind: cls for cls in (Categorical, Numeric, Sequence, Crossed)}

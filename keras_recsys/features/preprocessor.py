@@ -19,6 +19,7 @@ from keras_recsys.features.feature import (
     Numeric,
     Sequence,
 )
+from keras_recsys.features.raw import MISSING_INT, MISSING_STR
 
 _TF_DTYPES = {"string": tf.string, "int64": tf.int64}
 
@@ -76,8 +77,7 @@ class Preprocessor(tf.Module):
         for feature in self._spec.input_features:
             if feature.name not in raw:
                 raise KeyError(
-                    f"Feature '{feature.name}' is missing from the input; "
-                    f"got {sorted(raw)}."
+                    f"Feature '{feature.name}' is missing from the input; got {sorted(raw)}."
                 )
             value = raw[feature.name]
             if isinstance(feature, Categorical):
@@ -102,9 +102,15 @@ class Preprocessor(tf.Module):
             else:
                 values = tf.cast(values, dtype)
         if owner.is_hashed:
-            if values.dtype != tf.string:
+            # Missing values map to the OOV id, as they do with a vocabulary,
+            # instead of hashing the missing marker into a real bucket.
+            if values.dtype == tf.string:
+                missing = tf.equal(values, MISSING_STR)
+            else:
+                missing = tf.equal(values, tf.constant(MISSING_INT, values.dtype))
                 values = tf.strings.as_string(values)
-            ids = tf.strings.to_hash_bucket_fast(values, owner.num_bins) + NUM_RESERVED_IDS
+            hashed = tf.strings.to_hash_bucket_fast(values, owner.num_bins) + NUM_RESERVED_IDS
+            ids = tf.where(missing, tf.constant(OOV_ID, tf.int64), hashed)
         else:
             ids = self.tables[owner.name].lookup(values)
         return tf.cast(ids, tf.int32)

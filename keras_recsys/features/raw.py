@@ -35,6 +35,13 @@ class RaggedValues:
         return np.split(self.values, np.cumsum(self.row_lengths)[:-1])
 
 
+def show(value) -> str:
+    """repr of a value for error messages, NumPy scalars shown as plain Python."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def column_of(df: pd.DataFrame, feature, what: str = "feature") -> pd.Series:
     if feature.column not in df.columns:
         shown = ", ".join(map(str, list(df.columns)[:12]))
@@ -46,56 +53,77 @@ def column_of(df: pd.DataFrame, feature, what: str = "feature") -> pd.Series:
     return df[feature.column]
 
 
+def plain_column(series: pd.Series) -> pd.Series:
+    """A pandas `category` column as its values (object), other columns as is."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.astype(object)
+    return series
+
+
+def _value_types(values: pd.Series) -> list[str]:
+    return sorted({type(v).__name__ for v in values.dropna()})
+
+
 def infer_categorical_dtype(series: pd.Series, name: str) -> str:
-    """'string' or 'int64' from the non-missing values of a column."""
-    values = series.dropna()
-    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(
-        series
-    ):
+    """'string' or 'int64' from the non-missing values of a whole column."""
+    series = plain_column(series)
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
         return "int64"
-    if pd.api.types.is_float_dtype(series):
-        if np.all(np.mod(values.to_numpy(), 1) == 0):
+    kind = "floating" if pd.api.types.is_float_dtype(series) else None
+    if kind is None:
+        # Looks at every value (in C), not a prefix: a column that turns
+        # from strings to numbers half-way must not be read as strings.
+        kind = pd.api.types.infer_dtype(series, skipna=True)
+    if kind in ("string", "empty"):
+        return "string"
+    if kind in ("integer", "boolean"):
+        return "int64"
+    if kind in ("floating", "mixed-integer-float"):
+        values = pd.to_numeric(series, errors="coerce").dropna()
+        fractional = np.mod(values.to_numpy(dtype=np.float64), 1) != 0
+        if not fractional.any():
             return "int64"
         raise TypeError(
             f"Categorical feature '{name}': column holds non-integer floats "
-            f"(e.g. {values[np.mod(values, 1) != 0].iloc[0]!r}); categorical "
+            f"(e.g. {float(values[fractional].iloc[0])!r}); categorical "
             "values must be strings or integers. Use `Numeric` for "
             "continuous values."
         )
-    kinds = {type(v) for v in values.head(10_000)}
-    if kinds <= {str}:
-        return "string"
-    if all(issubclass(k, (int, np.integer)) for k in kinds):
-        return "int64"
     raise TypeError(
         f"Categorical feature '{name}': column mixes value types "
-        f"{sorted(k.__name__ for k in kinds)}; expected all strings or all "
-        "integers."
+        f"{_value_types(series)}; expected all strings or all integers."
     )
 
 
 def categorical_array(series: pd.Series, dtype: str, name: str) -> np.ndarray:
     """A categorical column as int64 or str numpy array, missing marked."""
+    series = plain_column(series)
     if dtype == "int64":
-        if pd.api.types.is_bool_dtype(series):
-            return series.astype(np.int64).to_numpy()
-        if pd.api.types.is_integer_dtype(series):
-            return series.to_numpy(dtype=np.int64)
+        if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
+            # na_value covers nullable Int64 / boolean columns holding pd.NA.
+            return series.to_numpy(dtype=np.int64, na_value=MISSING_INT)
         numeric = pd.to_numeric(series, errors="coerce")
         bad = numeric.isna() & series.notna()
         if bad.any() or np.any(np.mod(numeric.dropna().to_numpy(), 1) != 0):
             example = series[bad].iloc[0] if bad.any() else "a fraction"
             raise TypeError(
                 f"Categorical feature '{name}' expects integer values; column "
-                f"holds {example!r}."
+                f"holds {show(example)}."
             )
         return numeric.fillna(MISSING_INT).to_numpy(dtype=np.int64)
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(
-        series
-    ):
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         raise TypeError(
             f"Categorical feature '{name}' was fitted on strings but the "
             f"column holds numbers ({series.dtype})."
+        )
+    if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+        not_text = series.map(lambda v: not isinstance(v, str)) & series.notna()
+        example = series[not_text].iloc[0]
+        raise TypeError(
+            f"Categorical feature '{name}' has string values (its fitted "
+            f"type) but the column also holds {type(example).__name__} values "
+            f"(e.g. {show(example)} at row {show(series.index[not_text.to_numpy()][0])}); "
+            "expected all strings or all integers."
         )
     return series.fillna(MISSING_STR).astype(str).to_numpy(dtype=object)
 
@@ -108,10 +136,10 @@ def numeric_array(series: pd.Series, name: str) -> np.ndarray:
         coerced = pd.to_numeric(series, errors="coerce")
         bad = coerced.isna() & series.notna()
         if bad.any():
-            examples = ", ".join(repr(v) for v in series[bad].unique()[:3])
+            examples = ", ".join(show(v) for v in series[bad].unique()[:3])
             raise TypeError(
                 f"Numeric feature '{name}' expects numbers; column holds "
-                f"{examples} (row {series[bad].index[0]!r})."
+                f"{examples} (row {show(series[bad].index[0])})."
             )
         series = coerced
     values = series.to_numpy(dtype=np.float64)
@@ -119,7 +147,7 @@ def numeric_array(series: pd.Series, name: str) -> np.ndarray:
     if infinite.any():
         raise ValueError(
             f"Numeric feature '{name}' has {int(infinite.sum())} infinite "
-            f"value(s) (first at row {series.index[np.argmax(infinite)]!r}); "
+            f"value(s) (first at row {show(series.index[np.argmax(infinite)])}); "
             "missing values (NaN) are imputed with the training mean, but "
             "inf is rejected because it usually means a broken upstream "
             "computation."
@@ -142,7 +170,7 @@ def sequence_values(series: pd.Series, feature: Sequence) -> RaggedValues:
             raise TypeError(
                 f"Sequence feature '{feature.name}' expects a list/array or a "
                 f"'{feature.separator}'-delimited string per row; row "
-                f"{series.index[i]!r} holds {type(value).__name__} {value!r}."
+                f"{show(series.index[i])} holds {type(value).__name__} {show(value)}."
             )
         lengths[i] = len(items)
         chunks.extend(items)
@@ -150,18 +178,25 @@ def sequence_values(series: pd.Series, feature: Sequence) -> RaggedValues:
 
 
 def sequence_array(series: pd.Series, feature: Sequence, dtype: str) -> RaggedValues:
+    """Typed ragged items; a None/NaN item inside a list becomes missing (OOV)."""
     ragged = sequence_values(series, feature)
+    items = pd.Series(ragged.values, dtype=object)
+    missing = items.isna().to_numpy()
     if dtype == "int64":
-        values = pd.to_numeric(pd.Series(ragged.values, dtype=object), errors="coerce")
-        if values.isna().any():
-            bad = ragged.values[values.isna().to_numpy()][0]
+        values = pd.to_numeric(items, errors="coerce")
+        bad = values.isna().to_numpy() & ~missing
+        fractional = np.mod(values.fillna(0).to_numpy(dtype=np.float64), 1) != 0
+        if bad.any() or fractional.any():
+            example = ragged.values[bad | fractional][0]
             raise TypeError(
-                f"Sequence feature '{feature.name}' expects integer items; "
-                f"found {bad!r}."
+                f"Sequence feature '{feature.name}' expects integer items; found {show(example)}."
             )
-        ragged.values = values.to_numpy(dtype=np.int64)
+        ragged.values = values.fillna(MISSING_INT).to_numpy(dtype=np.int64)
     else:
-        ragged.values = np.asarray([str(v) for v in ragged.values], dtype=object)
+        ragged.values = np.asarray(
+            [MISSING_STR if m else str(v) for v, m in zip(ragged.values, missing)],
+            dtype=object,
+        )
     return ragged
 
 
@@ -173,13 +208,9 @@ def frame_to_raw(spec, df: pd.DataFrame) -> dict[str, Any]:
     for feature in spec.input_features:
         series = column_of(df, feature)
         if isinstance(feature, Categorical):
-            raw[feature.name] = categorical_array(
-                series, spec.dtype_of(feature.name), feature.name
-            )
+            raw[feature.name] = categorical_array(series, spec.dtype_of(feature.name), feature.name)
         elif isinstance(feature, Numeric):
             raw[feature.name] = numeric_array(series, feature.name)
         elif isinstance(feature, Sequence):
-            raw[feature.name] = sequence_array(
-                series, feature, spec.dtype_of(feature.name)
-            )
+            raw[feature.name] = sequence_array(series, feature, spec.dtype_of(feature.name))
     return raw

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,9 @@ from keras_recsys.features.feature import (
 )
 
 # Quantile boundaries are fitted on at most this many values per feature
-# (a uniform random subsample), which keeps adapt linear and memory bounded.
+# (a uniform random subsample kept while streaming: each value gets a random
+# key and the smallest keys are kept), which keeps adapt linear and memory
+# bounded. With fewer values than this the boundaries are exact.
 _QUANTILE_SAMPLE = 1_000_000
 
 
@@ -55,9 +58,7 @@ class FeatureSpec:
         self._by_name: dict[str, Feature] = {}
         for feature in self.features:
             if not isinstance(feature, Feature):
-                raise TypeError(
-                    f"FeatureSpec takes Feature objects, got {feature!r}."
-                )
+                raise TypeError(f"FeatureSpec takes Feature objects, got {feature!r}.")
             if feature.name in self._by_name:
                 raise ValueError(f"Feature name '{feature.name}' is used twice.")
             self._by_name[feature.name] = feature
@@ -142,8 +143,7 @@ class FeatureSpec:
         found = [f for f in self.categorical if f.role == "scenario"]
         if len(found) > 1:
             raise ValueError(
-                "Only one feature may have role='scenario'; found "
-                f"{[f.name for f in found]}."
+                f"Only one feature may have role='scenario'; found {[f.name for f in found]}."
             )
         return found[0] if found else None
 
@@ -191,7 +191,7 @@ class FeatureSpec:
             )
 
     # ------------------------------------------------------------------ adapt
-    def adapt(self, data, batch_size: int = 100_000, seed: int = 0) -> "FeatureSpec":
+    def adapt(self, data, batch_size: int = 100_000, seed: int = 0) -> FeatureSpec:
         """Fits vocabularies and statistics in one pass over `data`.
 
         Args:
@@ -231,16 +231,13 @@ class FeatureSpec:
     def get_config(self) -> dict[str, Any]:
         return {
             "default_embedding_dim": self.default_embedding_dim,
-            "features": [
-                {"kind": f.kind, "config": f.get_config()} for f in self.features
-            ],
+            "features": [{"kind": f.kind, "config": f.get_config()} for f in self.features],
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "FeatureSpec":
+    def from_config(cls, config: dict[str, Any]) -> FeatureSpec:
         features = [
-            FEATURE_KINDS[item["kind"]].from_config(item["config"])
-            for item in config["features"]
+            FEATURE_KINDS[item["kind"]].from_config(item["config"]) for item in config["features"]
         ]
         return cls(features, config.get("default_embedding_dim", 16))
 
@@ -248,7 +245,7 @@ class FeatureSpec:
         return json.dumps(self.get_config())
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureSpec":
+    def from_json(cls, text: str) -> FeatureSpec:
         return cls.from_config(json.loads(text))
 
     def __repr__(self) -> str:
@@ -269,6 +266,15 @@ def _chunks(data, batch_size: int):
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
+        features_spec = data.element_spec
+        if isinstance(features_spec, tuple):
+            features_spec = features_spec[0]
+        if isinstance(features_spec, dict) and any(
+            s.shape.rank == 0 for s in features_spec.values()
+        ):
+            # Unbatched elements (one row each): batch them, ragged where
+            # rows differ in length (sequences), instead of one frame a row.
+            data = data.ragged_batch(batch_size)
         seen = False
         for element in data.as_numpy_iterator():
             if isinstance(element, tuple):
@@ -326,7 +332,7 @@ class _Accumulator:
         if owner.name not in self.dtypes:
             if isinstance(feature, Sequence):
                 ragged = raw_lib.sequence_values(series, feature)
-                items = pd.Series(ragged.values, dtype=object)
+                items = pd.Series(ragged.values, dtype=object).dropna()
                 dtype = raw_lib.infer_categorical_dtype(items, feature.name)
                 if dtype == "string" and len(items):
                     numeric = pd.to_numeric(items, errors="coerce")
@@ -374,10 +380,10 @@ class _Accumulator:
             m[3] = min(m[3], float(x.min()))
             m[4] = max(m[4], float(x.max()))
         if feature.is_bucketized:
-            keep = min(len(x), _QUANTILE_SAMPLE)
-            if keep < len(x):
-                x = self.rng.choice(x, keep, replace=False)
-            self.samples.setdefault(feature.name, []).append(x)
+            parts = self.samples.setdefault(feature.name, [])
+            parts.append((self.rng.random(len(x)), x))
+            if sum(len(v) for _, v in parts) > 2 * _QUANTILE_SAMPLE:
+                parts[:] = [_smallest_keys(parts)]
 
     def finish(self) -> None:
         for feature in self.spec.features:
@@ -408,11 +414,19 @@ class _Accumulator:
         feature.max = float(high)
         feature.fill_value = float(mean)
         if feature.is_bucketized:
-            sample = np.concatenate(self.samples[feature.name])
-            if len(sample) > _QUANTILE_SAMPLE:
-                sample = self.rng.choice(sample, _QUANTILE_SAMPLE, replace=False)
+            _, sample = _smallest_keys(self.samples[feature.name])
             quantiles = np.quantile(sample, np.linspace(0, 1, feature.buckets + 1)[1:-1])
             feature.boundaries = [float(b) for b in np.unique(quantiles)]
+
+
+def _smallest_keys(parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """The (key, value) pairs with the `_QUANTILE_SAMPLE` smallest keys."""
+    keys = np.concatenate([k for k, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    if len(keys) > _QUANTILE_SAMPLE:
+        keep = np.argpartition(keys, _QUANTILE_SAMPLE)[:_QUANTILE_SAMPLE]
+        keys, values = keys[keep], values[keep]
+    return keys, values
 
 
 def _vocabulary_from_counts(counter: Counter, owner) -> list:

@@ -30,7 +30,17 @@ class TaskHeads(keras.layers.Layer):
             for name, units in self.task_units.items()
         }
 
+    def _check_towers(self, inputs: dict) -> None:
+        missing = [name for name in self.heads if name not in inputs]
+        if missing:
+            raise KeyError(
+                f"TaskHeads got no tower output for task(s) {missing}; the dict "
+                f"has {sorted(inputs)}, expected one entry per task {list(self.heads)}."
+            )
+
     def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            self._check_towers(input_shape)
         for name, head in self.heads.items():
             shape = input_shape[name] if isinstance(input_shape, dict) else input_shape
             head.build(tuple(shape))
@@ -38,6 +48,7 @@ class TaskHeads(keras.layers.Layer):
 
     def call(self, inputs):
         if isinstance(inputs, dict):
+            self._check_towers(inputs)
             return {name: head(inputs[name]) for name, head in self.heads.items()}
         return {name: head(inputs) for name, head in self.heads.items()}
 
