@@ -6,7 +6,7 @@ any Keras model, and `export` a SavedModel that TF Serving feeds with raw
 feature values.
 """
 
-from keras_recsys import data, datasets, export, layers, models
+from keras_recsys import data, datasets, export, layers, metrics, models
 from keras_recsys.features import Categorical, Crossed, FeatureSpec, Numeric, Sequence
 from keras_recsys.tasks import Task
 
@@ -23,5 +23,6 @@ __all__ = [
     "datasets",
     "export",
     "layers",
+    "metrics",
     "models",
 ]

@@ -1,8 +1,8 @@
 """The `keras-recsys` command line.
 
-    keras-recsys demo [--model dcn] [--epochs 8]     census: train, evaluate, export, verify
-    keras-recsys describe saved_models/census_dcn/1  the serving signature of an export
-    keras-recsys predict saved_models/census_dcn/1 rows.csv   run an export on raw CSV rows
+keras-recsys demo [--model dcn] [--epochs 8]     census: train, evaluate, export, verify
+keras-recsys describe saved_models/census_dcn/1  the serving signature of an export
+keras-recsys predict saved_models/census_dcn/1 rows.csv   run an export on raw CSV rows
 """
 
 from __future__ import annotations
@@ -83,9 +83,7 @@ def demo(args: argparse.Namespace) -> int:
         train, model, batch_size=args.batch_size, shuffle=True, seed=args.seed
     )
     valid_ds = kr.data.from_pandas(valid, model, batch_size=8192)
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=2, restore_best_weights=True
-    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     history = model.fit(
         train_ds, validation_data=valid_ds, epochs=args.epochs, callbacks=[stop],
         verbose=2,

@@ -109,9 +109,7 @@ def _write_warmup(path: str, spec, frame: pd.DataFrame, model_name: str) -> None
     with tf.io.TFRecordWriter(path) as writer:
         for i in range(len(frame)):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(
-                    name=model_name, signature_name="serving_default"
-                )
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
             )
             for name, values in inputs.items():
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(values[i : i + 1]))
@@ -225,9 +223,7 @@ def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str) -> 
             )
 
 
-def check_export(
-    model, path: str, df: pd.DataFrame, atol: float = 1e-5
-) -> dict[str, float]:
+def check_export(model, path: str, df: pd.DataFrame, atol: float = 1e-5) -> dict[str, float]:
     """Compares the export, run in a fresh TensorFlow-only process, with
     `model.predict` on the same rows.
 
@@ -239,9 +235,7 @@ def check_export(
     """
     from keras_recsys.data import from_pandas
 
-    expected = model.predict(
-        from_pandas(df, model, batch_size=1024, labels=False), verbose=0
-    )
+    expected = model.predict(from_pandas(df, model, batch_size=1024, labels=False), verbose=0)
     served = run_saved_model(path, serving_inputs(model.spec, df))
     differences = {}
     for name, value in expected.items():
@@ -288,7 +282,6 @@ def _main(argv: list[str]) -> None:
     _export_in_process(model, path, pd.read_pickle(frame_file), model_name)
 
 
-
 def describe(path: str) -> dict[str, Any]:
     """Input and output names, dtypes and shapes of `serving_default`."""
     import tensorflow as tf
@@ -298,8 +291,7 @@ def describe(path: str) -> dict[str, Any]:
     return {
         "inputs": {k: (v.dtype.name, v.shape.as_list()) for k, v in inputs.items()},
         "outputs": {
-            k: (v.dtype.name, v.shape.as_list())
-            for k, v in function.structured_outputs.items()
+            k: (v.dtype.name, v.shape.as_list()) for k, v in function.structured_outputs.items()
         },
     }
 

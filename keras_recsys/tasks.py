@@ -31,8 +31,8 @@ class Task:
         metrics: Keras metrics overriding the defaults of the kind.
         sample_weight: column of per-example loss weights.
         mask: column of 0/1 values; only rows where it is 1 contribute to
-            this task's loss and metrics (e.g. a conversion task computed
-            over clicked impressions only).
+            this task's loss (the mean over those rows) and metrics (e.g. a
+            conversion task computed over clicked impressions only).
 
     Example:
 
@@ -82,13 +82,22 @@ class Task:
         return logits
 
     def make_loss(self):
+        """The task's loss; with a `mask`, its mean over the masked-in rows.
+
+        A masked task's default loss is reduced with
+        "mean_with_sample_weight" (Σ_i m_i·w_i·ℓ_i / Σ_i m_i·w_i), so it is the
+        mean over the examples in the task's space rather than over the
+        whole batch; a batch without such examples contributes 0.
+        """
         if self.loss is not None:
             return self.loss
+        reduction = "mean_with_sample_weight" if self.mask is not None else "sum_over_batch_size"
+        kwargs = {"name": f"{self.name}_loss", "reduction": reduction}
         if self.kind == "binary":
-            return keras.losses.BinaryCrossentropy(name=f"{self.name}_loss")
+            return keras.losses.BinaryCrossentropy(**kwargs)
         if self.kind == "multiclass":
-            return keras.losses.SparseCategoricalCrossentropy(name=f"{self.name}_loss")
-        return keras.losses.MeanSquaredError(name=f"{self.name}_loss")
+            return keras.losses.SparseCategoricalCrossentropy(**kwargs)
+        return keras.losses.MeanSquaredError(**kwargs)
 
     def make_metrics(self) -> list:
         if self.metrics is not None:
@@ -124,26 +133,24 @@ class Task:
             )
         if self.kind == "multiclass":
             values = pd.to_numeric(column, errors="coerce")
-            bad = values.isna() | (values % 1 != 0) | (values < 0) | (
-                values >= self.num_classes
-            )
+            bad = values.isna() | (values % 1 != 0) | (values < 0) | (values >= self.num_classes)
             if bad.any():
                 raise ValueError(
                     f"Label column '{self.label}' of task '{self.name}' must hold "
                     f"class ids in [0, {self.num_classes}); found "
-                    f"{column[bad].iloc[0]!r}."
+                    f"{_show(column[bad].iloc[0])}."
                 )
             return values.to_numpy(dtype=np.int32).reshape(-1, 1)
         values = pd.to_numeric(column, errors="coerce")
         if values.isna().any():
             raise TypeError(
                 f"Label column '{self.label}' of task '{self.name}' must be "
-                f"numeric; found {column[values.isna()].iloc[0]!r}."
+                f"numeric; found {_show(column[values.isna()].iloc[0])}."
             )
         if self.kind == "binary" and not values.isin([0, 1]).all():
             raise ValueError(
                 f"Label column '{self.label}' of binary task '{self.name}' must "
-                f"hold 0/1 (or bools); found {column[~values.isin([0, 1])].iloc[0]!r}."
+                f"hold 0/1 (or bools); found {_show(column[~values.isin([0, 1])].iloc[0])}."
             )
         return values.to_numpy(dtype=np.float32).reshape(-1, 1)
 
@@ -155,14 +162,24 @@ class Task:
                 continue
             if column not in df.columns:
                 raise KeyError(
-                    f"Column '{column}' ({what} of task '{self.name}') is missing "
-                    "from the data."
+                    f"Column '{column}' ({what} of task '{self.name}') is missing from the data."
                 )
             values = pd.to_numeric(df[column], errors="coerce").to_numpy(np.float32)
             if np.isnan(values).any():
                 raise ValueError(
                     f"Column '{column}' ({what} of task '{self.name}') has "
                     "missing or non-numeric values."
+                )
+            if what == "mask" and not np.isin(values, (0.0, 1.0)).all():
+                bad = values[~np.isin(values, (0.0, 1.0))][0]
+                raise ValueError(
+                    f"Column '{column}' (mask of task '{self.name}') must hold "
+                    f"0/1 (or bools); found {_show(bad)}."
+                )
+            if np.isinf(values).any() or (values < 0).any():
+                raise ValueError(
+                    f"Column '{column}' ({what} of task '{self.name}') must hold "
+                    "finite, non-negative weights."
                 )
             weights = weights * values
         return weights
@@ -177,13 +194,11 @@ class Task:
         if self.loss is not None:
             config["loss"] = keras.saving.serialize_keras_object(self.loss)
         if self.metrics is not None:
-            config["metrics"] = [
-                keras.saving.serialize_keras_object(m) for m in self.metrics
-            ]
+            config["metrics"] = [keras.saving.serialize_keras_object(m) for m in self.metrics]
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Task":
+    def from_config(cls, config: dict[str, Any]) -> Task:
         config = dict(config)
         if "loss" in config:
             config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
@@ -195,6 +210,13 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, kind={self.kind!r}, weight={self.weight})"
+
+
+def _show(value) -> str:
+    """repr of a value for error messages, NumPy scalars shown as plain Python."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
 
 
 def as_tasks(tasks) -> list[Task]:

@@ -9,9 +9,7 @@ import pytest
 
 from tests.conftest import requires_tensorflow_backend
 
-TUTORIALS = sorted(
-    glob.glob(os.path.join(os.path.dirname(__file__), "..", "tutorials", "*.ipynb"))
-)
+TUTORIALS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "tutorials", "*.ipynb")))
 
 
 @requires_tensorflow_backend

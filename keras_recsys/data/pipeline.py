@@ -229,6 +229,13 @@ def _text_columns(spec: FeatureSpec) -> dict[str, type]:
     return columns
 
 
+# pandas' default missing-value markers, kept for non-text CSV columns.
+_PANDAS_MISSING_MARKERS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+    "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
 def from_csv(
     paths,
     model,
@@ -252,10 +259,21 @@ def from_csv(
     if dtype is None or isinstance(dtype, dict):
         dtype = {**_text_columns(spec), **(dtype or {})}
     read_csv_kwargs["dtype"] = dtype
+    custom_missing = "na_values" in read_csv_kwargs or "keep_default_na" in read_csv_kwargs
+    text = set(_text_columns(spec))
 
     def frames():
         for path in files:
-            yield from pd.read_csv(path, chunksize=chunk_rows, **read_csv_kwargs)
+            kwargs = dict(read_csv_kwargs)
+            if not custom_missing:
+                # Text such as "NA" or "None" is a real category value: in
+                # text columns only an empty cell is missing.
+                header = pd.read_csv(path, nrows=0, **read_csv_kwargs).columns
+                kwargs["keep_default_na"] = False
+                kwargs["na_values"] = {
+                    c: [""] if c in text else _PANDAS_MISSING_MARKERS for c in header
+                }
+            yield from pd.read_csv(path, chunksize=chunk_rows, **kwargs)
 
     return _from_frames(frames(), model, batch_size, labels, tasks)
 

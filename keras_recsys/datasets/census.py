@@ -26,9 +26,7 @@ NUMERIC_COLUMNS = [
 LABEL_COLUMNS = ["income", "marital"]
 # Never model inputs: the raw label columns and the sampling weight.
 EXCLUDED_COLUMNS = ["income_50k", "marital_stat", "instance_weight"]
-CATEGORICAL_COLUMNS = [
-    c for c in COLUMNS if c not in NUMERIC_COLUMNS and c not in EXCLUDED_COLUMNS
-]
+CATEGORICAL_COLUMNS = [c for c in COLUMNS if c not in NUMERIC_COLUMNS and c not in EXCLUDED_COLUMNS]
 BUNDLED_FILE = os.path.join(os.path.dirname(__file__), "data", "census-income.test.gz")
 SPLIT_SEED = 2026
 
@@ -117,8 +115,9 @@ def add_worker_group(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of `df` with the scenario column `worker_group`.
 
     `worker_group` groups `class_worker` into four scenarios of unequal size
-    and base rate (training split: not_working 30,260 rows, private 21,699,
-    government 4,378, self_employed 3,520): "Not in universe", "Never
+    and base rate (training split: not_working 30,260 rows, 0.9% with
+    income > 50k; private 21,699, 10.2%; government 4,378, 13.2%;
+    self_employed 3,520, 17.6%): "Not in universe", "Never
     worked" and "Without pay" are not_working; federal, state and local
     government are government; both self-employed values are
     self_employed. A value outside this map raises an error.

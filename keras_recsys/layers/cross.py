@@ -25,9 +25,7 @@ class VectorCross(keras.layers.Layer):
 
     def build(self, x0_shape, x_shape=None):
         width = x0_shape[-1]
-        self.kernel = self.add_weight(
-            name="kernel", shape=(width,), initializer="glorot_uniform"
-        )
+        self.kernel = self.add_weight(name="kernel", shape=(width,), initializer="glorot_uniform")
         self.bias = self.add_weight(name="bias", shape=(width,), initializer="zeros")
         self.built = True
 
@@ -87,9 +85,7 @@ class MixtureOfLowRankCross(keras.layers.Layer):
         self.u = self.add_weight(
             name="u", shape=(experts, rank, width), initializer="glorot_uniform"
         )
-        self.bias = self.add_weight(
-            name="bias", shape=(experts, width), initializer="zeros"
-        )
+        self.bias = self.add_weight(name="bias", shape=(experts, width), initializer="zeros")
         self.gate = self.add_weight(
             name="gate", shape=(width, experts), initializer="glorot_uniform"
         )

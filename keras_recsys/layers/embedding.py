@@ -145,13 +145,15 @@ class FeatureEmbedding(keras.layers.Layer):
             fields[name] = self.poolings[name](embedded, mask=mask)
         dense = None
         if self.dense:
-            dense = ops.stack(
-                [ops.cast(inputs[name], "float32") for name in self.dense], axis=-1
-            )
+            columns = [ops.cast(inputs[name], "float32") for name in self.dense]
+            dense = ops.stack(columns, axis=-1)
             if self.numeric_field_dim:
-                vectors = ops.expand_dims(dense, -1) * self.numeric_vectors
+                # e_i = x_i · v_i one field at a time: the same products as
+                # slicing expand_dims(dense, -1) * numeric_vectors, whose
+                # gradient costs one full (B, n, d) tensor per slice
+                # (benchmarks/bench_ranking.py, DeepFM).
                 for i, name in enumerate(self.dense):
-                    fields[name] = vectors[:, i, :]
+                    fields[name] = ops.expand_dims(columns[i], -1) * self.numeric_vectors[i]
         return {"fields": fields, "sequences": sequences, "masks": masks, "dense": dense}
 
     def get_config(self):
@@ -162,9 +164,7 @@ class FeatureEmbedding(keras.layers.Layer):
             sequences=self.sequence_fields,
             dense=self.dense,
             numeric_field_dim=self.numeric_field_dim,
-            embeddings_regularizer=keras.regularizers.serialize(
-                self.embeddings_regularizer
-            )
+            embeddings_regularizer=keras.regularizers.serialize(self.embeddings_regularizer)
             if self.embeddings_regularizer
             else None,
         )
@@ -181,6 +181,18 @@ def stack_fields(fields: dict, names: list[str]):
             "`default_embedding_dim`) for all of them."
         )
     return ops.stack([fields[name] for name in names], axis=1)
+
+
+def flatten_fields(stacked, dense=None):
+    """x0 from stacked (B, F, d) fields and the dense features: (B, F·d [+ n]).
+
+    The same values in the same order as `concat_inputs` over the fields that
+    were stacked, for models that already hold them stacked (FM-style): one
+    reshape instead of concatenating the F field vectors a second time, which
+    keeps the backward pass to one gradient per field.
+    """
+    flat = ops.reshape(stacked, (-1, stacked.shape[1] * stacked.shape[2]))
+    return flat if dense is None else ops.concatenate([flat, dense], axis=-1)
 
 
 def concat_inputs(embedded: dict, names: list[str]):

@@ -12,7 +12,11 @@ from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.layers.embedding import FeatureEmbedding, concat_inputs
 from keras_recsys.layers.heads import TaskHeads
 from keras_recsys.layers.linear import LinearTerm
+from keras_recsys.layers.loss_weighting import GradNormWeighting, UncertaintyWeighting
+from keras_recsys.layers.scenario import ScenarioIndicatorTower
 from keras_recsys.tasks import Task, as_tasks
+
+LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")
 
 
 def _snake(name: str) -> str:
@@ -40,9 +44,32 @@ class RecModel(keras.Model):
         numeric_field_dim: embed numeric features as fields of this size
             (for models whose interactions read fields only); None keeps them
             as a dense vector.
+        scenario_tower: add a scenario-indicator shallow tower
+            (`ScenarioIndicatorTower`) whose logit is added to every task
+            logit: True for the defaults (on the spec's `role="scenario"`
+            feature), or a dict of its arguments (`features`,
+            `embedding_dim`, `hidden_units`, `dropout`, `activation`).
+        loss_weighting: how the task losses L_k add up to the training loss:
+            "fixed": Σ_k w_k · L_k with each task's `weight` (Keras
+            `loss_weights`); "uncertainty": Σ_k exp(−s_k) · L_k + s_k with
+            learned log-variances s_k (Kendall et al., 2018; task weights
+            are not used); "gradnorm": Σ_k w_k · L_k with w_k learned by
+            GradNorm (Chen et al., 2018), starting from the task weights
+            (TensorFlow backend only: it needs per-task gradient norms in
+            its own `train_step`). See `keras_recsys.layers.loss_weighting`.
+        gradnorm_alpha: GradNorm's α (with `loss_weighting="gradnorm"`).
     """
 
-    def __init__(self, spec: FeatureSpec, tasks, numeric_field_dim=None, **kwargs):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        tasks,
+        numeric_field_dim=None,
+        scenario_tower=False,
+        loss_weighting: str = "fixed",
+        gradnorm_alpha: float = 1.5,
+        **kwargs,
+    ):
         if isinstance(spec, dict):
             spec = FeatureSpec.from_config(spec)
         kwargs.setdefault("name", _snake(type(self).__name__))
@@ -55,7 +82,46 @@ class RecModel(keras.Model):
         self.embedding = FeatureEmbedding.from_spec(
             spec, numeric_field_dim=numeric_field_dim, name="embedding"
         )
-        self.heads = TaskHeads({t.name: t.units for t in self._tasks}, name="heads")
+        self.numeric_field_dim = numeric_field_dim
+        self.heads = TaskHeads(self.head_units(), name="heads")
+        self.loss_weighting = loss_weighting
+        self.gradnorm_alpha = float(gradnorm_alpha)
+        self.loss_weighter = self._make_loss_weighter()
+        self.scenario_tower_config = _scenario_tower_config(scenario_tower)
+        self.scenario_logit_tower = None
+        if self.scenario_tower_config is not None:
+            self.scenario_logit_tower = ScenarioIndicatorTower.from_spec(
+                spec,
+                units=sum(t.units for t in self._tasks),
+                name="scenario_tower",
+                **self.scenario_tower_config,
+            )
+
+    def _make_loss_weighter(self):
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}."
+            )
+        if self.loss_weighting == "fixed":
+            return None
+        if self.loss_weighting == "gradnorm" and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "loss_weighting='gradnorm' needs the TensorFlow backend (it computes "
+                "per-task gradient norms in its own train_step); the backend is "
+                f"'{keras.backend.backend()}'. Use 'uncertainty' or 'fixed' there."
+            )
+        names = self.task_names
+        if self.loss_weighting == "uncertainty":
+            weighter = UncertaintyWeighting(names, name="loss_weighting")
+        else:
+            weighter = GradNormWeighting(
+                names,
+                alpha=self.gradnorm_alpha,
+                initial_weights=[t.weight for t in self._tasks],
+                name="loss_weighting",
+            )
+        weighter.build()
+        return weighter
 
     # ----------------------------------------------------------------- tasks
     @property
@@ -69,6 +135,10 @@ class RecModel(keras.Model):
     @property
     def field_names(self) -> list[str]:
         return self.embedding.field_names
+
+    def head_units(self) -> dict[str, int]:
+        """{head name: logits} of `self.heads`: one head per task by default."""
+        return {t.name: t.units for t in self._tasks}
 
     def make_linear_term(self, name: str = "linear") -> LinearTerm:
         """A wide / LR part with one output per task logit."""
@@ -96,8 +166,16 @@ class RecModel(keras.Model):
         """Unsupervised outputs beside the tasks' (none by default)."""
         return {}
 
+    def add_scenario_logits(self, inputs, logits: dict, training=None) -> dict:
+        """Adds the scenario-indicator tower's logit to every task logit."""
+        if self.scenario_logit_tower is None:
+            return logits
+        shallow = self.split_by_task(self.scenario_logit_tower(inputs, training=training))
+        return {name: value + shallow[name] for name, value in logits.items()}
+
     def call(self, inputs, training=None):
         logits = self.compute_logits(inputs, training=training)
+        logits = self.add_scenario_logits(inputs, logits, training=training)
         outputs = {t.name: t.activation(logits[t.name]) for t in self._tasks}
         outputs.update(self.extra_outputs(inputs, outputs, training=training))
         return outputs
@@ -122,7 +200,7 @@ class RecModel(keras.Model):
         self.call(self.dummy_inputs(), training=False)
         self.built = True
 
-    def build_now(self) -> "RecModel":
+    def build_now(self) -> RecModel:
         """Creates all weights (call at the end of a subclass __init__)."""
         self.build()
         return self
@@ -142,7 +220,9 @@ class RecModel(keras.Model):
 
         Anything passed explicitly wins over the task defaults. Task metrics
         go to `weighted_metrics`, so a task with a `mask` or
-        `sample_weight` column is measured on its own examples. On the
+        `sample_weight` column is measured on its own examples. With a
+        learned `loss_weighting` the losses must be one per task (a dict by
+        task name, or the defaults) and `loss_weights` is not allowed. On the
         TensorFlow backend `jit_compile` defaults to False: on CPU the
         non-XLA path is faster for embedding-heavy models (see
         `benchmarks/`).
@@ -164,6 +244,11 @@ class RecModel(keras.Model):
             weighted_metrics = {t.name: t.make_metrics() for t in supervised}
         if jit_compile is None:
             jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
+        if self.loss_weighter is not None:
+            # The model adds the task losses up itself (`compute_loss`).
+            user_weights = self._recsys_compile_args["loss_weights"]
+            self._task_loss_fns = self._per_task_losses(loss, user_weights)
+            loss, loss_weights = None, None
         super().compile(
             optimizer=optimizer,
             loss=loss,
@@ -173,6 +258,111 @@ class RecModel(keras.Model):
             jit_compile=jit_compile,
             **kwargs,
         )
+        sum_repeated_sparse_gradients(self.optimizer)
+
+    def _per_task_losses(self, loss, loss_weights) -> dict:
+        if loss_weights is not None:
+            raise ValueError(
+                f"loss_weighting='{self.loss_weighting}' learns the task weights; "
+                "do not pass `loss_weights` (set Task(weight=...) for fixed weights)."
+            )
+        if not isinstance(loss, dict) or set(loss) != set(self.task_names):
+            raise ValueError(
+                f"loss_weighting='{self.loss_weighting}' needs one loss per task, a dict "
+                f"keyed by {self.task_names}; got {loss!r}."
+            )
+        return {name: keras.losses.get(loss[name]) for name in self.task_names}
+
+    # ------------------------------------------------------ loss weighting
+    def task_losses(self, y, y_pred, sample_weight=None) -> list:
+        """The unweighted loss L_k of every task, in task order."""
+        losses = []
+        for task in self._tasks:
+            name = task.name
+            y_true = y[name] if isinstance(y, dict) else y
+            weight = sample_weight[name] if isinstance(sample_weight, dict) else sample_weight
+            losses.append(self._task_loss_fns[name](y_true, y_pred[name], weight))
+        return losses
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' loss, or the learned combination of the task losses.
+
+        With `loss_weighting="fixed"` this is `keras.Model.compute_loss`;
+        otherwise the task losses L_k are combined by `self.loss_weighter`
+        (each L_k is logged as `<task>_loss`), plus regularization losses.
+        """
+        y_pred = self.supervised_outputs(y_pred)
+        if self.loss_weighter is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        return self._weighted_loss(self.task_losses(y, y_pred, sample_weight), y_pred)
+
+    def supervised_outputs(self, y_pred):
+        """The tasks' outputs of `y_pred`, without the unsupervised extra outputs."""
+        if isinstance(y_pred, dict):
+            return {t.name: y_pred[t.name] for t in self._tasks}
+        return y_pred
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Keras' metrics, on the tasks' outputs only (extra outputs have no labels)."""
+        return super().compute_metrics(
+            x, y, self.supervised_outputs(y_pred), sample_weight=sample_weight
+        )
+
+    def _weighted_loss(self, losses: list, y_pred: dict):
+        batch_size = ops.shape(next(iter(y_pred.values())))[0]
+        self.loss_weighter.track(losses, batch_size)
+        total = self.loss_weighter(losses)
+        for extra in self.losses:
+            total = total + ops.cast(ops.sum(extra), total.dtype)
+        return total
+
+    def gradnorm_variables(self) -> list:
+        """The last shared weights W on which GradNorm measures gradient norms.
+
+        Default: the embedding tables (the part every model shares); models
+        with a shared network override this with its last shared layer.
+        """
+        return list(self.embedding.trainable_variables)
+
+    def train_step(self, *args, **kwargs):
+        if self.loss_weighting != "gradnorm":
+            return super().train_step(*args, **kwargs)
+        return self._gradnorm_train_step(*args, **kwargs)
+
+    def _gradnorm_train_step(self, data):
+        """One GradNorm step (TensorFlow): model update, then the weights' update."""
+        import tensorflow as tf
+        from keras.utils import unpack_x_y_sample_weight
+
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        weighter = self.loss_weighter
+        shared = self.gradnorm_variables()
+        with tf.GradientTape(persistent=True) as tape:
+            y_pred = self(x, training=True)
+            losses = self.task_losses(y, y_pred, sample_weight)
+            loss = self._weighted_loss(losses, y_pred)
+            scaled = self.optimizer.scale_loss(loss) if self.optimizer else loss
+        variables = [v for v in self.trainable_variables if v is not weighter.task_weights]
+        gradients = tape.gradient(scaled, variables)
+        norms = []
+        for task_loss in losses:
+            task_gradients = tape.gradient(task_loss, shared)
+            squares = [
+                tf.reduce_sum(tf.square(tf.convert_to_tensor(g)))
+                for g in task_gradients
+                if g is not None
+            ]
+            norms.append(tf.sqrt(tf.add_n(squares)) if squares else tf.zeros(()))
+        del tape
+        weighter.record_initial_losses(losses)
+        weight_gradient = weighter.weight_gradient(losses, norms)
+        self.optimizer.apply_gradients(
+            zip(gradients + [weight_gradient], variables + [weighter.task_weights])
+        )
+        weighter.renormalize()
+        batch_size = tf.shape(next(iter(y_pred.values())))[0]
+        self._loss_tracker.update_state(loss, sample_weight=batch_size)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_compile_config(self):
         args = getattr(self, "_recsys_compile_args", None)
@@ -208,16 +398,79 @@ class RecModel(keras.Model):
         return {}
 
     def get_config(self) -> dict[str, Any]:
-        return {
+        config = {
             "name": self.name,
             "spec": self.spec.get_config(),
             "tasks": [t.get_config() for t in self._tasks],
             **self.hyperparameters(),
         }
+        if self.numeric_field_dim is not None:
+            # Changes the embedding weights, so a reloaded model needs it.
+            config.setdefault("numeric_field_dim", self.numeric_field_dim)
+        if self.scenario_tower_config is not None:
+            config["scenario_tower"] = self.scenario_tower_config
+        if self.loss_weighting != "fixed":
+            config["loss_weighting"] = self.loss_weighting
+        if self.loss_weighting == "gradnorm":
+            config["gradnorm_alpha"] = self.gradnorm_alpha
+        return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "RecModel":
+    def from_config(cls, config: dict[str, Any]) -> RecModel:
         config = dict(config)
         spec = FeatureSpec.from_config(config.pop("spec"))
         tasks = [Task.from_config(t) for t in config.pop("tasks")]
         return cls(spec, tasks, **config)
+
+
+def sum_repeated_sparse_gradients(optimizer) -> None:
+    """Makes a TensorFlow-backend optimizer sum repeated rows of sparse gradients.
+
+    The gradient of an embedding lookup is a `tf.IndexedSlices` with one row
+    per looked-up id, so an id seen k times in a batch appears k times. Keras
+    3's TensorFlow optimizers apply such gradients row by row in their
+    nonlinear terms (Adam's and RMSprop's g², Adagrad's accumulator square
+    each repeat instead of their sum), which gives frequent ids far too large
+    steps: the same model trained with Adam diverged on TensorFlow and not on
+    JAX or PyTorch. Summing the repeats first (after any cross-replica
+    all-reduce, which concatenates slices) gives exactly the dense-gradient
+    update of the other backends. No-op on other backends; idempotent.
+    """
+    if optimizer is None or keras.backend.backend() != "tensorflow":
+        return
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        sum_repeated_sparse_gradients(inner)
+    if getattr(optimizer, "_recsys_sums_repeats", False):
+        return
+    import tensorflow as tf
+
+    update_step = optimizer.update_step
+
+    def update_step_with_unique_rows(gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):
+            rows, positions = tf.unique(gradient.indices)
+            values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+            gradient = tf.IndexedSlices(values, rows, gradient.dense_shape)
+        return update_step(gradient, variable, learning_rate)
+
+    optimizer.update_step = update_step_with_unique_rows
+    optimizer._recsys_sums_repeats = True
+
+
+def _scenario_tower_config(value) -> dict | None:
+    """The `scenario_tower` argument as a dict of tower arguments, or None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict):
+        allowed = {"features", "embedding_dim", "hidden_units", "dropout", "activation"}
+        unknown = set(value) - allowed
+        if unknown:
+            raise ValueError(
+                f"scenario_tower got unknown argument(s) {sorted(unknown)}; "
+                f"allowed: {sorted(allowed)}."
+            )
+        return dict(value)
+    raise TypeError(f"scenario_tower must be a bool or a dict, got {type(value).__name__}.")

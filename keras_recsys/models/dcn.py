@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -75,9 +75,7 @@ class DCN(RecModel):
         if version not in _VERSIONS:
             raise ValueError(f"DCN version must be one of {_VERSIONS}, got {version!r}.")
         if structure not in _STRUCTURES:
-            raise ValueError(
-                f"DCN structure must be one of {_STRUCTURES}, got {structure!r}."
-            )
+            raise ValueError(f"DCN structure must be one of {_STRUCTURES}, got {structure!r}.")
         super().__init__(spec, tasks, **kwargs)
         self.version = version
         self.num_cross_layers = int(num_cross_layers)

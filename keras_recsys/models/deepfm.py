@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
-from keras_recsys.layers.embedding import stack_fields
+from keras_recsys.layers.embedding import flatten_fields, stack_fields
 from keras_recsys.layers.fm import FactorizationMachine
 from keras_recsys.layers.mlp import MLP
 from keras_recsys.models.base import RecModel
@@ -63,7 +63,8 @@ class DeepFM(RecModel):
         fields = stack_fields(embedded["fields"], self.field_names)
         fm = self.fm(fields)
         linear = self.split_by_task(self.linear(inputs, embedded["dense"]))
-        deep = self.heads(self.mlp(self.concat_inputs(embedded), training=training))
+        x0 = flatten_fields(fields, embedded["dense"])  # = self.concat_inputs(embedded)
+        deep = self.heads(self.mlp(x0, training=training))
         return {name: linear[name] + fm + deep[name] for name in self.task_names}
 
     def hyperparameters(self):

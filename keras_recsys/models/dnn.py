@@ -1,0 +1,65 @@
+"""DNN: one MLP on every embedding, the plain baseline of the zoo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from keras_recsys.layers.mlp import MLP
+from keras_recsys.models.base import RecModel
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class DNN(RecModel):
+    """DNN: logit_t = head_t(MLP(x0)), x0 = [all field embeddings, numerics].
+
+    The embedding-and-MLP baseline (Covington et al., 2016, "Deep Neural
+    Networks for YouTube Recommendations"): one MLP shared by all tasks, one
+    linear head per task. With a `role="scenario"` feature in the spec it is
+    the "one shared model" baseline of the multi-scenario models (the
+    scenario is then one more embedded field); `scenario_tower=True` adds
+    the scenario-indicator shallow tower.
+
+    Args:
+        spec: a fitted `FeatureSpec`.
+        tasks: the tasks.
+        hidden_units: widths of the MLP.
+        dropout: dropout rate of the MLP.
+        activation: MLP activation.
+        normalization: None, "batch" or "layer" in the MLP.
+
+    Example:
+
+    >>> model = kr.models.DNN(spec, tasks="click", hidden_units=[256, 128])
+    """
+
+    def __init__(
+        self,
+        spec,
+        tasks,
+        hidden_units: Sequence[int] = (256, 128),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(spec, tasks, **kwargs)
+        self.hidden_units = list(hidden_units)
+        self.dropout = dropout
+        self.activation = activation
+        self.normalization = normalization
+        self.mlp = MLP(hidden_units, activation, dropout, normalization, name="mlp")
+        self.build_now()
+
+    def compute_logits(self, inputs, training=None):
+        x0 = self.concat_inputs(self.embedding(inputs))
+        return self.heads(self.mlp(x0, training=training))
+
+    def hyperparameters(self):
+        return {
+            "hidden_units": self.hidden_units,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "normalization": self.normalization,
+        }

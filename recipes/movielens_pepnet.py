@@ -1,0 +1,21 @@
+"""PEPNet on MovieLens-100K user age groups (click = rating >= 4), gates on the
+age group and the user.
+
+python recipes/movielens_pepnet.py          # 3 seeds, writes results/scenario/ and the README table
+"""
+
+import _scenario_common as common
+
+import keras_recsys as kr
+
+RECIPE = common.ScenarioRecipe(
+    name="movielens_pepnet",
+    dataset="movielens_age_group",
+    model=lambda spec, tasks: kr.models.PEPNet(
+        spec, tasks, hidden_units=(128, 64), gate_features=["age_group", "user_id"]
+    ),
+    model_label="PEPNet(128-64, gates on age_group, user_id)",
+)
+
+if __name__ == "__main__":
+    common.main(RECIPE)

@@ -1,0 +1,219 @@
+"""Multi-scenario models on real census data: training, structure, save, export.
+
+The scenario is `worker_group` (four groups of `class_worker`, see
+`kr.datasets.add_worker_group`); a small spec keeps tracing fast.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_recsys as kr
+from tests.conftest import requires_tensorflow_backend
+
+CATEGORICAL = ["education", "sex", "major_occ_code", "tax_filer_stat", "det_hh_summ"]
+NUMERIC = ["age", "weeks_worked", "capital_gains"]
+TASKS = ["income", "marital"]
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+@pytest.fixture(scope="module")
+def scenario_data(census_splits):
+    train, _, test = census_splits
+    return (
+        kr.datasets.add_worker_group(train.head(4096)),
+        kr.datasets.add_worker_group(test.head(1024)),
+    )
+
+
+@pytest.fixture(scope="module")
+def scenario_spec(scenario_data):
+    features = [kr.Categorical("worker_group", role="scenario")]
+    features += [kr.Categorical(c) for c in CATEGORICAL]
+    features += [kr.Numeric(c, transform="log1p") for c in NUMERIC]
+    return kr.FeatureSpec(features, default_embedding_dim=4).adapt(scenario_data[0])
+
+
+BUILDERS = {
+    "dnn_scenario_tower": lambda spec: kr.models.DNN(
+        spec, TASKS, hidden_units=[16], scenario_tower={"hidden_units": [4], "dropout": 0.1}
+    ),
+    "split_merge": lambda spec: kr.models.SplitMerge(
+        spec, TASKS, bottom_units=[16], tower_units=[8]
+    ),
+    "hmoe": lambda spec: kr.models.HMoE(spec, TASKS, bottom_units=[16], tower_units=[8]),
+    "star": lambda spec: kr.models.STAR(spec, TASKS, hidden_units=[16]),
+    "pepnet": lambda spec: kr.models.PEPNet(
+        spec, TASKS, hidden_units=[16, 8], gate_features=["worker_group", "sex"]
+    ),
+    "m2m": lambda spec: kr.models.M2M(
+        spec, TASKS, num_experts=2, expert_units=[16], num_tower_layers=1
+    ),
+}
+
+
+def _batch(model, df):
+    return next(iter(kr.data.from_pandas(df, model, batch_size=len(df), labels=False)))
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_trains_on_census_and_round_trips(name, scenario_spec, scenario_data, tmp_path):
+    train, test = scenario_data
+    keras.utils.set_random_seed(0)
+    model = BUILDERS[name](scenario_spec)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    history = model.fit(
+        kr.data.from_pandas(train, model, batch_size=256, shuffle=True, seed=0),
+        epochs=2,
+        verbose=0,
+    )
+    losses = history.history["loss"]
+    assert losses[-1] < 0.75 * losses[0], losses
+    if name == "star":  # PN's moving statistics were updated inside the compiled train step
+        np.testing.assert_array_equal(_np(model.pn.seen), [0, 0, 1, 1, 1, 1])
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    x = _batch(model, test.head(256))
+    want, got = model(x), loaded(x)
+    assert sorted(got) == TASKS
+    for task in TASKS:
+        np.testing.assert_allclose(_np(got[task]), _np(want[task]), rtol=1e-5, atol=1e-6)
+
+
+def test_scenario_tower_adds_its_logit_to_every_task(scenario_spec, scenario_data):
+    model = kr.models.DNN(scenario_spec, TASKS, hidden_units=[8], scenario_tower=True)
+    x = _batch(model, scenario_data[1].head(64))
+    main = model.compute_logits(x)
+    shallow = _np(model.scenario_logit_tower(x))
+    out = model(x)
+    for k, task in enumerate(TASKS):
+        want = 1 / (1 + np.exp(-(_np(main[task]) + shallow[:, k : k + 1])))
+        np.testing.assert_allclose(_np(out[task]), want, rtol=1e-5, atol=1e-6)
+    # Any model can add the tower.
+    deepfm = kr.models.DeepFM(scenario_spec, TASKS, hidden_units=[8], scenario_tower=True)
+    tower = _np(deepfm.scenario_logit_tower(x))
+    base = deepfm.compute_logits(x)
+    np.testing.assert_allclose(
+        _np(deepfm(x)["income"]),
+        1 / (1 + np.exp(-(_np(base["income"]) + tower[:, :1]))),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    plain = kr.models.DNN(scenario_spec, TASKS, hidden_units=[8])
+    assert plain.scenario_logit_tower is None and "scenario_tower" not in plain.get_config()
+    # STAR's auxiliary network is on by default; switching it off survives a round trip.
+    star = kr.models.STAR(scenario_spec, TASKS, hidden_units=[8], scenario_tower=False)
+    assert kr.models.STAR.from_config(star.get_config()).scenario_logit_tower is None
+
+
+def test_census_worker_groups(census_splits):
+    train = kr.datasets.add_worker_group(census_splits[0])
+    counts = train["worker_group"].value_counts().to_dict()
+    assert counts == {
+        "not_working": 30260,
+        "private": 21699,
+        "government": 4378,
+        "self_employed": 3520,
+    }
+    spec = kr.datasets.census_scenario_feature_spec()
+    assert spec.scenario_feature.name == "worker_group" and "class_worker" not in spec
+    with pytest.raises(ValueError, match="no worker group"):
+        kr.datasets.add_worker_group(train.head(2).assign(class_worker="Astronaut"))
+
+
+def test_models_need_a_scenario_feature(census_spec):
+    with pytest.raises(ValueError, match="role='scenario'"):
+        kr.models.SplitMerge(census_spec, "income")
+    with pytest.raises(ValueError, match="role='scenario'"):
+        kr.models.DNN(census_spec, "income", scenario_tower=True)
+    with pytest.raises(ValueError, match="not embedded fields"):
+        kr.models.PEPNet(census_spec, "income", gate_features=["nope"])
+
+
+def test_split_merge_routes_each_example_to_its_own_tower(scenario_spec, scenario_data):
+    model = kr.models.SplitMerge(scenario_spec, "income", bottom_units=[8], tower_units=[4])
+    x = _batch(model, scenario_data[1].head(200))
+    ids = _np(x["worker_group"])
+    before = _np(model(x)["income"])
+    kernel = model.towers.kernels[-1]
+    changed = _np(kernel).copy()
+    changed[1] += 1.0  # tower of id 3 only
+    kernel.assign(changed)
+    after = _np(model(x)["income"])
+    np.testing.assert_allclose(after[ids != 3], before[ids != 3], rtol=1e-6)
+    assert not np.allclose(after[ids == 3], before[ids == 3])
+
+
+@requires_tensorflow_backend
+def test_hmoe_gives_zero_gradient_to_other_scenarios_towers(scenario_spec, scenario_data):
+    import tensorflow as tf
+
+    model = kr.models.HMoE(scenario_spec, TASKS, bottom_units=[8], tower_units=[4])
+    x = _batch(model, scenario_data[1].head(200))
+    ids = _np(x["worker_group"])
+    rows = np.flatnonzero(ids == 4)[:8]  # examples of the scenario with id 4
+    some = {k: tf.gather(v, rows) for k, v in x.items()}
+    with tf.GradientTape() as tape:
+        out = model(some, training=True)
+        loss = sum(tf.reduce_sum(tf.math.log(out[t])) for t in TASKS)
+    towers = model.towers
+    grads = tape.gradient(loss, towers.kernels + towers.biases)
+    own = 4 - 2
+    for grad in grads:
+        grad = grad.numpy()
+        assert np.abs(grad[own]).sum() > 0
+        others = np.delete(grad, own, axis=0)
+        np.testing.assert_array_equal(others, 0.0)
+    # In the forward pass every tower still contributes through the gate.
+    g = _np(model.gate.gate_weights(model.bottom(model.concat_inputs(model.embedding(some)))))
+    assert np.all(g > 0)
+
+
+def test_star_inference_uses_each_scenarios_own_statistics(scenario_spec, scenario_data):
+    train, test = scenario_data
+    model = kr.models.STAR(scenario_spec, "income", hidden_units=[8], momentum=0.5)
+    for batch in kr.data.from_pandas(train, model, batch_size=1024, labels=False):
+        model(batch, training=True)  # training-mode calls update the moving statistics
+    pn = model.pn
+    np.testing.assert_array_equal(_np(pn.seen), [0, 0, 1, 1, 1, 1])
+    means = _np(pn.moving_mean)
+    assert not np.allclose(means[2], means[3])  # statistics differ by scenario
+    x = _batch(model, test.head(300))
+    ids = _np(x["worker_group"])
+    before = _np(model(x)["income"])
+    shifted = means.copy()
+    shifted[3] += 3.0  # scenario id 3 only
+    pn.moving_mean.assign(shifted)
+    after = _np(model(x)["income"])
+    np.testing.assert_allclose(after[ids != 3], before[ids != 3], rtol=1e-6)
+    assert not np.allclose(after[ids == 3], before[ids == 3])
+
+
+def _export_and_check(model, scenario_data, tmp_path):
+    train, test = scenario_data
+    model(_batch(model, train.head(1024)), training=True)  # e.g. STAR's moving statistics
+    path = model.export(str(tmp_path / "export"), warmup_data=test.head(3))
+    rows = test.head(64).copy()
+    rows.loc[rows.index[:2], "worker_group"] = "a scenario never seen"  # OOV at serving
+    differences = kr.export.check_export(model, path, rows, atol=1e-5)
+    assert sorted(differences) == sorted(t.name for t in model.tasks)
+
+
+@requires_tensorflow_backend
+def test_star_exports_one_output_per_task(scenario_spec, scenario_data, tmp_path):
+    _export_and_check(BUILDERS["star"](scenario_spec), scenario_data, tmp_path)
+
+
+@pytest.mark.slow
+@requires_tensorflow_backend
+@pytest.mark.parametrize("name", sorted(set(BUILDERS) - {"star"}))
+def test_exports_one_output_per_task(name, scenario_spec, scenario_data, tmp_path):
+    _export_and_check(BUILDERS[name](scenario_spec), scenario_data, tmp_path)

@@ -1,0 +1,338 @@
+"""SavedModel export for TF Serving, checked the way a serving client sees it.
+
+Layout and versions, warm-up records, equality with `model.predict` in a fresh
+TensorFlow-only process, unseen / missing / empty values, the signature as
+`saved_model_cli` prints it, sequence features, and models trained on the JAX
+(and, slow, PyTorch) backend. Runs on the TensorFlow backend only (the other
+backends' export is tested through a child process).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import keras_recsys as kr
+from keras_recsys.export import WARMUP_FILE, check_export, serving_inputs
+from keras_recsys.features import OOV_ID, PAD_ID
+from tests.conftest import requires_tensorflow_backend
+
+pytestmark = requires_tensorflow_backend
+
+CATEGORICAL = ["education", "class_worker", "det_hh_fam_stat", "sex", "major_occ_code"]
+NUMERIC = ["age", "capital_gains", "weeks_worked"]
+TASKS = ["income", "marital"]
+NOT_A_MOVE = {"?", "Nonmover", "Not in universe"}
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def train_one_epoch(model, train):
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    model.fit(kr.data.from_pandas(train, model, batch_size=256), epochs=1, verbose=0)
+    return model
+
+
+@functools.cache
+def load(path):
+    """The loaded SavedModel (kept alive: its signatures use its resources)."""
+    return tf.saved_model.load(path)
+
+
+def serve(path, inputs):
+    """Runs `serving_default` in this process on raw numpy inputs."""
+    function = load(path).signatures["serving_default"]
+    specs = function.structured_input_signature[1]
+    feeds = {
+        name: tf.constant(
+            inputs[name].tolist() if spec.dtype == tf.string else inputs[name], spec.dtype
+        )
+        for name, spec in specs.items()
+    }
+    return {name: value.numpy() for name, value in function(**feeds).items()}
+
+
+def model_on(model, raw, **overrides):
+    """The model on preprocessed raw inputs, some preprocessed values replaced."""
+    features = model.spec.preprocessor(
+        {k: tf.constant(v.tolist() if v.dtype == object else v) for k, v in raw.items()}
+    )
+    features.update({k: tf.constant(v) for k, v in overrides.items()})
+    return {name: _np(value)[:, 0] for name, value in model(features).items()}
+
+
+# --------------------------------------------------------------- census model
+@pytest.fixture(scope="module")
+def census(census_small):
+    """A DCN on census rows (string categoricals, numerics, two tasks), exported
+    twice to one base directory: with warm-up rows, then with the defaults."""
+    train, test = census_small
+    train, test = train.head(2048), test.head(200).reset_index(drop=True)
+    features = [kr.Categorical(c) for c in CATEGORICAL]
+    features += [kr.Numeric(c, transform="log1p") for c in NUMERIC]
+    spec = kr.FeatureSpec(features, default_embedding_dim=4).adapt(train)
+    keras.utils.set_random_seed(0)
+    model = kr.models.DCN(spec, TASKS, num_cross_layers=1, projection_dim=4, hidden_units=(8,))
+    return train_one_epoch(model, train), test
+
+
+@pytest.fixture(scope="module")
+def exported(census, tmp_path_factory):
+    model, test = census
+    base = str(tmp_path_factory.mktemp("exports") / "census_dcn")
+    first = model.export(base, warmup_data=test.head(4), num_warmup=4)
+    second = model.export(base)
+    return base, first, second
+
+
+def test_versions_follow_tf_serving_layout(exported):
+    """base/1 then base/2, each a SavedModel with variables and warm-up requests,
+    and no staging directory left behind."""
+    base, first, second = exported
+    assert (first, second) == (os.path.join(base, "1"), os.path.join(base, "2"))
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    for path in (first, second):
+        assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+        assert os.path.isdir(os.path.join(path, "variables"))
+        assert os.path.isfile(os.path.join(path, WARMUP_FILE))
+
+
+def test_existing_version_is_refused(census, exported):
+    """Exporting onto an existing version fails instead of overwriting it."""
+    model, _ = census
+    base, first, _ = exported
+    before = os.path.getmtime(os.path.join(first, "saved_model.pb"))
+    with pytest.raises(FileExistsError, match="already exists"):
+        model.export(base, version=1)
+    assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == before
+
+
+@pytest.mark.parametrize("version, count", [("1", 4), ("2", 3)])
+def test_warmup_records_are_predict_requests_with_every_input(census, exported, version, count):
+    """assets.extra/tf_serving_warmup_requests holds PredictionLog records whose
+    PredictRequests carry every input, and each request runs on the export."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    model, _ = census
+    base = exported[0]
+    path = os.path.join(base, version)
+    records = list(tf.data.TFRecordDataset(os.path.join(path, WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == count
+    inputs = sorted(f.name for f in model.spec.input_features)
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        assert request.model_spec.name == "census_dcn"
+        assert request.model_spec.signature_name == "serving_default"
+        assert sorted(request.inputs) == inputs
+        outputs = serve(path, {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        assert sorted(outputs) == sorted(TASKS)
+        assert all(np.isfinite(v).all() and v.shape == (1,) for v in outputs.values())
+
+
+def edge_rows(test: pd.DataFrame) -> pd.DataFrame:
+    """Real rows plus an unseen category, an empty category and a missing numeric."""
+    rows = test.head(3).copy()
+    rows.loc[0, "education"] = "A degree nobody had"
+    rows.loc[1, "class_worker"] = ""
+    rows.loc[2, "age"] = np.nan
+    return pd.concat([test, rows], ignore_index=True)
+
+
+def test_export_matches_predict_in_a_tensorflow_only_process(census, exported):
+    """`check_export`: the export, loaded in a fresh process importing only
+    TensorFlow, equals `model.predict` on raw rows (edge values included) to 1e-5."""
+    model, test = census
+    differences = check_export(model, exported[2], edge_rows(test))
+    assert sorted(differences) == sorted(TASKS)
+    assert max(differences.values()) <= 1e-5
+
+
+def test_unseen_missing_and_infinite_values(census, exported):
+    """An unseen or empty category is served as the OOV id; a NaN or inf numeric
+    as the raw value whose transform is the fitted fill value; all finite."""
+    model, test = census
+    row = test.head(1)
+    raw = serving_inputs(model.spec, row)
+    path = exported[2]
+
+    unseen = dict(raw, education=np.asarray(["A degree nobody had"], dtype=object))
+    empty = dict(raw, education=np.asarray([""], dtype=object))
+    oov = model_on(model, raw, education=np.asarray([OOV_ID], np.int32))
+    for inputs in (unseen, empty):
+        served = serve(path, inputs)
+        for task in TASKS:
+            np.testing.assert_allclose(served[task], oov[task], atol=1e-6)
+    assert not np.allclose(serve(path, raw)["income"], oov["income"], atol=1e-6)
+
+    fill = model.spec["age"].fill_value  # in log1p space
+    same = np.asarray([np.sign(fill) * np.expm1(abs(fill))], np.float32)
+    expected = serve(path, dict(raw, age=same))
+    for value in (np.nan, np.inf, -np.inf):
+        served = serve(path, dict(raw, age=np.asarray([value], np.float32)))
+        for task in TASKS:
+            assert np.isfinite(served[task]).all()
+            np.testing.assert_allclose(served[task], expected[task], atol=1e-5)
+
+
+def test_saved_model_cli_lists_named_inputs_and_task_outputs(census, exported):
+    """`saved_model_cli show --all` shows every feature as a named input and one
+    output per task, named after the task (never output_0)."""
+    model, _ = census
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run(
+        [cli, "show", "--all", "--dir", exported[1]],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    ).stdout
+    signature = shown.split("signature_def['serving_default']")[1]
+    inputs = set(re.findall(r"inputs\['([^']+)'\] tensor_info", signature))
+    outputs = set(re.findall(r"outputs\['([^']+)'\] tensor_info", signature))
+    assert inputs == {f.name for f in model.spec.input_features}
+    assert outputs == set(TASKS)
+    assert "output_0" not in shown
+    assert "tensorflow/serving/predict" in signature
+
+
+# ------------------------------------------------------------- sequence model
+def with_histories(df: pd.DataFrame) -> pd.DataFrame:
+    """Census rows with two '|'-joined lists built from real columns: the
+    person's migration moves (often empty) and the parents' birth countries, and
+    the industry code as an integer category."""
+    df = df.copy()
+    moves = df[["mig_chg_msa", "mig_chg_reg", "mig_move_reg"]].to_numpy().tolist()
+    df["moves"] = ["|".join(m for m in row if m not in NOT_A_MOVE) for row in moves]
+    parents = df[["country_father", "country_mother"]].to_numpy().tolist()
+    df["parents"] = ["|".join(c for c in row if c != "?") for row in parents]
+    df["det_ind_code"] = df["det_ind_code"].astype(int)
+    return df
+
+
+@pytest.fixture(scope="module")
+def sequence_model(census_small, tmp_path_factory):
+    """Wide&Deep with string and int categoricals, a cross, a numeric, a sequence
+    with its own vocabulary and one sharing `country_self`'s, exported once."""
+    train, test = (with_histories(df) for df in census_small)
+    train, test = train.head(2048), test.head(200).reset_index(drop=True)
+    spec = kr.FeatureSpec(
+        [
+            kr.Categorical("education"),
+            kr.Categorical("sex"),
+            kr.Categorical("country_self"),
+            kr.Categorical("det_ind_code"),
+            kr.Crossed("sex_x_education", ["sex", "education"], num_bins=64),
+            kr.Numeric("age"),
+            kr.Sequence("moves", max_length=3),
+            kr.Sequence("parents", max_length=2, shares_vocabulary_with="country_self"),
+        ],
+        default_embedding_dim=4,
+    ).adapt(train)
+    keras.utils.set_random_seed(0)
+    model = train_one_epoch(kr.models.WideAndDeep(spec, "income", hidden_units=(8,)), train)
+    path = model.export(str(tmp_path_factory.mktemp("exports") / "sequences"))
+    return model, test, path
+
+
+def test_sequence_model_export_matches_predict(sequence_model):
+    """Sequences travel as '|'-joined strings and int categories as int64; the
+    export equals model.predict on raw rows, empty and unseen items included."""
+    model, test, path = sequence_model
+    signature = kr.export.describe(path)["inputs"]
+    assert signature["moves"] == ("string", [None])
+    assert signature["parents"] == ("string", [None])
+    assert signature["det_ind_code"] == ("int64", [None])
+    assert "sex_x_education" not in signature
+    assert (test["moves"] == "").any() and (test["moves"] != "").any()
+    rows = test.head(2).copy()
+    rows.loc[0, "parents"] = "Atlantis|United-States"
+    rows.loc[1, "det_ind_code"] = 999
+    differences = check_export(model, path, pd.concat([test, rows], ignore_index=True))
+    assert differences["income"] <= 1e-5
+
+
+def test_empty_sequence_and_unseen_items(sequence_model):
+    """An empty list is all padding and an unseen item the OOV id (kept, not
+    dropped); both give finite outputs equal to the model on those ids."""
+    model, test, path = sequence_model
+    raw = serving_inputs(model.spec, test.head(1))
+
+    empty = dict(raw, moves=np.asarray([""], dtype=object))
+    expected = model_on(model, raw, moves=np.full((1, 3), PAD_ID, np.int32))
+    np.testing.assert_allclose(serve(path, empty)["income"], expected["income"], atol=1e-6)
+
+    unseen = dict(raw, parents=np.asarray(["Atlantis"], dtype=object))
+    expected = model_on(model, raw, parents=np.asarray([[PAD_ID, OOV_ID]], np.int32))
+    served = serve(path, unseen)["income"]
+    assert np.isfinite(served).all()
+    np.testing.assert_allclose(served, expected["income"], atol=1e-6)
+
+
+# ------------------------------------------------------------ other backends
+OTHER_BACKEND_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    import numpy as np
+    import keras_recsys as kr
+
+    base, arrays = sys.argv[1:]
+    train, _, test = kr.datasets.census_income()
+    train, test = train.head(1024), test.head(100)
+    features = [kr.Categorical(c) for c in {categorical!r}]
+    features += [kr.Numeric(c, transform="log1p") for c in {numeric!r}]
+    spec = kr.FeatureSpec(features, default_embedding_dim=4).adapt(train)
+    keras.utils.set_random_seed(0)
+    model = kr.models.DeepFM(spec, {tasks!r}, hidden_units=(8,))
+    model.compile(optimizer="adam")
+    model.fit(kr.data.from_pandas(train, model, batch_size=256), epochs=1, verbose=0)
+    path = model.export(base)
+    predicted = model.predict(kr.data.from_pandas(test, model, labels=False), verbose=0)
+    inputs = kr.export.serving_inputs(model.spec, test)
+    np.savez(arrays, **{{"input:" + k: v for k, v in inputs.items()}},
+             **{{"output:" + k: v for k, v in predicted.items()}})
+    print("RESULT " + json.dumps({{"backend": keras.backend.backend(), "path": path}}))
+    """
+).format(categorical=CATEGORICAL, numeric=NUMERIC, tasks=TASKS)
+
+
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
+def test_model_trained_on_another_backend_exports(backend, tmp_path):
+    """A DeepFM trained under JAX (or PyTorch) exports through a TensorFlow child
+    process, and the export, run on the same raw rows, equals the model's own
+    predictions to 1e-5."""
+    base, arrays = str(tmp_path / "deepfm"), str(tmp_path / "arrays.npz")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", OTHER_BACKEND_SCRIPT, base, arrays],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    result = json.loads(line[len("RESULT ") :])
+    assert result["backend"] == backend
+    assert result["path"] == os.path.join(base, "1")
+    with np.load(arrays, allow_pickle=True) as loaded:
+        inputs = {k[6:]: loaded[k] for k in loaded.files if k.startswith("input:")}
+        expected = {k[7:]: loaded[k] for k in loaded.files if k.startswith("output:")}
+    served = serve(result["path"], inputs)
+    assert sorted(served) == sorted(expected) == sorted(TASKS)
+    for task in TASKS:
+        np.testing.assert_allclose(served[task], expected[task][:, 0], atol=1e-5)
