@@ -45,7 +45,7 @@ class SyntheticData:
     """Raw rows, the spec fitted on them, and the same rows preprocessed.
 
     `features` holds what the model reads, one numpy array per feature: int32
-    ids in [1, input_dim) for the categorical fields and standardized float32
+    ids in [2, input_dim) for the categorical fields and standardized float32
     values for the numeric ones, produced by the spec's own TensorFlow
     preprocessing, so the toolkit and the hand-written models are fed
     identical tensors.

@@ -449,7 +449,7 @@ def sum_repeated_sparse_gradients(optimizer) -> None:
     # Adam's (and AdamW's) update is dense anyway: its first use of the
     # gradient, g - m, turns the slices into a dense tensor. For them the sum
     # of the repeats is that same conversion done first (one segment sum into
-    # the table's shape, the same sums bit for bit), cheaper than tf.unique
+    # the table's shape; the same sums, bit for bit without XLA), cheaper than tf.unique
     # plus a segment sum: 9% of a DeepFM training step on CPU
     # (benchmarks/bench_ranking.py). Other optimizers keep sparse updates.
     dense_update = isinstance(optimizer, keras.optimizers.Adam)
