@@ -107,6 +107,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "sparse gradients as keras_recsys does",
     )
     parser.add_argument(
+        "--save-data",
+        metavar="FILE",
+        help="write the preprocessed synthetic data and fitted spec to FILE (.npz) and exit",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        help="read the data from a --save-data FILE instead of preprocessing it here: runs "
+        "without TensorFlow (implies --feed numpy and --no-pipeline)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke test: a few steps, writes no result files"
     )
     parser.add_argument(
@@ -120,6 +131,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.models) - set(MODEL_LABELS)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(MODEL_LABELS)}")
+    if args.data:
+        args.feed, args.no_pipeline = "numpy", True
+        if args.backend in ("all", "tensorflow"):
+            parser.error("--data is for the jax or torch backend on a host without TensorFlow")
     if args.backend == "all" and args.jit != "default":
         parser.error("--backend all picks the jit paths itself; drop --jit")
     return args
@@ -406,7 +421,11 @@ def run_backend(args) -> dict:
         f"{args.backend} on {device}: {info['nproc']} cores, {info['cpu_model']}, "
         f"load average {info['load_average']}"
     )
-    data = common.synthetic_data(args.data_batches, args.batch_size)
+    if args.data:
+        data = common.load_synthetic(args.data)
+        log(f"data: read from {args.data}")
+    else:
+        data = common.synthetic_data(args.data_batches, args.batch_size)
     log(
         f"data: {data.num_rows:,} rows; {len(common.CATEGORICAL)} fields x input_dim "
         f"{data.input_dim:,} x dim {common.EMBEDDING_DIM}, {len(common.NUMERIC)} numeric; "
@@ -650,6 +669,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if ROOT not in sys.path:  # run as a script: make `benchmarks` importable
         sys.path.insert(0, ROOT)
+    if args.save_data:
+        from benchmarks import common
+
+        data = common.synthetic_data(args.data_batches, args.batch_size)
+        common.save_synthetic(data, args.save_data)
+        print(f"wrote {args.save_data}: {data.num_rows:,} preprocessed rows and the fitted spec")
+        return 0
     if args.backend == "all":
         return run_all(args)
     record = run_backend(args)

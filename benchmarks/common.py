@@ -51,7 +51,7 @@ class SyntheticData:
     identical tensors.
     """
 
-    raw: pd.DataFrame
+    raw: pd.DataFrame | None  # None when loaded from a saved file
     spec: Any
     features: dict[str, np.ndarray]
     labels: np.ndarray
@@ -123,6 +123,38 @@ def synthetic_data(num_batches: int, batch_size: int = BATCH_SIZE, seed: int = 0
     features = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     labels = raw[LABEL].to_numpy(np.float32).reshape(-1, 1)
     return SyntheticData(raw, spec, features, labels, expected, batch_size)
+
+
+def save_synthetic(data: SyntheticData, path: str) -> None:
+    """Writes the preprocessed arrays, labels and fitted spec to one `.npz`.
+
+    A host without TensorFlow (the GPU machine) reads it back with
+    `load_synthetic`: the spec's fitted state is plain JSON, and the arrays
+    are what the TensorFlow preprocessing produced here.
+    """
+    np.savez(
+        path,
+        spec=np.array(data.spec.to_json()),
+        labels=data.labels,
+        meta=np.array([data.input_dim, data.batch_size]),
+        **{f"feature_{name}": value for name, value in data.features.items()},
+    )
+
+
+def load_synthetic(path: str) -> SyntheticData:
+    """`SyntheticData` from `save_synthetic`'s file (no raw rows; no TensorFlow)."""
+    import keras_recsys as kr
+
+    with np.load(path) as stored:
+        features = {
+            key[len("feature_") :]: stored[key]
+            for key in stored.files
+            if key.startswith("feature_")
+        }
+        input_dim, batch_size = (int(v) for v in stored["meta"])
+        spec = kr.FeatureSpec.from_json(str(stored["spec"]))
+        labels = stored["labels"]
+    return SyntheticData(None, spec, features, labels, input_dim, batch_size)
 
 
 def _pre_batched(data: SyntheticData, batch_size: int) -> tuple[dict, dict]:
@@ -351,6 +383,21 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _gpus() -> list[str]:
+    """Name and memory of each NVIDIA GPU (`nvidia-smi`), or [] where there is none."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(
@@ -386,7 +433,10 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
-        "git_commit": _git("rev-parse", "--short", "HEAD") + (" (modified)" if status else ""),
+        "gpus": _gpus(),
+        # A copy of the tree without .git (the GPU machine) names its commit here.
+        "git_commit": (_git("rev-parse", "--short", "HEAD") + (" (modified)" if status else ""))
+        or os.environ.get("KERAS_RECSYS_COMMIT", "unknown"),
     }
 
 
@@ -409,6 +459,11 @@ def machine_markdown(info: dict[str, Any]) -> list[str]:
         f"- date: {info['date']}",
         f"- machine: {info['nproc']} cores (`nproc`), CPU `{info['cpu_model']}`, "
         f"{info['platform']}",
+        *(
+            [f"- accelerator: {'; '.join(info['gpus'])} (`nvidia-smi`: name, memory, driver)"]
+            if info.get("gpus")
+            else []
+        ),
         f"- load average at start: {info['load_average']} (shared machine: compare "
         "ratios, not absolute numbers)",
         f"- versions: {versions}",

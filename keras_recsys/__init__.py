@@ -6,11 +6,23 @@ any Keras model, and `export` a SavedModel that TF Serving feeds with raw
 feature values.
 """
 
-from keras_recsys import data, datasets, export, layers, metrics, models
+import importlib
+
+from keras_recsys import datasets, export, layers, metrics, models
 from keras_recsys.features import Categorical, Crossed, FeatureSpec, Numeric, Sequence
 from keras_recsys.tasks import Task
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `data` (tf.data pipelines) imports TensorFlow; loading it on first use
+    # keeps `import keras_recsys` free of TensorFlow, so that models train on
+    # JAX or PyTorch from already preprocessed arrays on hosts without it.
+    if name == "data":
+        return importlib.import_module("keras_recsys.data")
+    raise AttributeError(f"module 'keras_recsys' has no attribute {name!r}")
+
 
 __all__ = [
     "Categorical",

@@ -370,23 +370,34 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def write_table() -> None:
-    """Replaces the table between the markers of recipes/README.md."""
+def replace_readme_table(begin: str, end: str, text: str) -> None:
+    """Replaces what stands between the markers `begin` and `end` of
+    recipes/README.md with `text` (nothing happens where a marker is missing)."""
     if not os.path.exists(README):
         return
     with open(README) as f:
-        text = f.read()
-    if TABLE_BEGIN not in text or TABLE_END not in text:
+        readme = f.read()
+    if begin not in readme or end not in readme:
         return
-    head, rest = text.split(TABLE_BEGIN, 1)
-    _, tail = rest.split(TABLE_END, 1)
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with open(README, "w") as f:
-        f.write(f"{head}{TABLE_BEGIN}\n{table()}\n{TABLE_END}{tail}")
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def write_table() -> None:
+    """Rewrites the multi-task results table of recipes/README.md."""
+    replace_readme_table(TABLE_BEGIN, TABLE_END, table())
+
+
+def table_command(write, table_text, usage: str) -> None:
+    """`python recipes/<runner>.py table`: rewrite the README table and print it."""
+    if sys.argv[1:] == ["table"]:
+        write()
+        print(table_text())
+    else:
+        sys.exit(f"usage: {usage}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["table"]:
-        write_table()
-        print(table())
-    else:
-        sys.exit("usage: python recipes/_common.py table")
+    table_command(write_table, table, "python recipes/_common.py table")

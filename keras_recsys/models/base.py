@@ -223,9 +223,9 @@ class RecModel(keras.Model):
         `sample_weight` column is measured on its own examples. With a
         learned `loss_weighting` the losses must be one per task (a dict by
         task name, or the defaults) and `loss_weights` is not allowed. On the
-        TensorFlow backend `jit_compile` defaults to False: on CPU the
-        non-XLA path is faster for embedding-heavy models (see
-        `benchmarks/`).
+        TensorFlow backend `jit_compile` defaults to False: XLA recompiles
+        for every new input shape, and on CPU it was slower for DCNv2
+        though faster for DeepFM (see `benchmarks/README.md`).
         """
         self._recsys_compile_args = {
             "optimizer": optimizer,

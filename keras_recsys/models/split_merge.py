@@ -58,7 +58,7 @@ class SplitMerge(RecModel):
         **kwargs,
     ):
         super().__init__(spec, tasks, **kwargs)
-        self.scenario = scenario_feature_name(self.spec, "SplitMerge")
+        self.scenario = scenario_feature_name(self.spec, type(self).__name__)
         self.num_scenarios = self.spec.input_dim(self.scenario)
         self.bottom_units = list(bottom_units)
         self.tower_units = list(tower_units)
@@ -78,16 +78,23 @@ class SplitMerge(RecModel):
             output_activation=False,
             name="towers",
         )
+        self.make_merge_layers()
         self.build_now()
+
+    def make_merge_layers(self) -> None:
+        """Creates the layers a subclass's `merge` needs (none here)."""
 
     def compute_logits(self, inputs, training=None):
         hidden = self.concat_inputs(self.embedding(inputs))
         if self.bottom is not None:
             hidden = self.bottom(hidden, training=training)
         scores = self.towers(hidden, training=training)  # (B, S, U)
-        routing = scenario_routing(inputs[self.scenario], self.num_scenarios)
-        logits = ops.sum(ops.expand_dims(routing, -1) * scores, axis=1)
-        return self.split_by_task(logits)
+        return self.split_by_task(self.merge(hidden, scores, inputs[self.scenario]))
+
+    def merge(self, hidden, scores, scenario_ids):
+        """(B, S, U) scenario towers' logits → (B, U): the own scenario's."""
+        routing = scenario_routing(scenario_ids, self.num_scenarios)
+        return ops.sum(ops.expand_dims(routing, -1) * scores, axis=1)
 
     def hyperparameters(self):
         return {
