@@ -557,7 +557,9 @@ def markdown(record: dict) -> str:
 def write_record(record: dict, out_dir: str) -> str:
     from benchmarks import common
 
-    stem = os.path.join(out_dir, f"ranking_{record['backend']}_{record['device']}")
+    stem = os.path.join(out_dir, f"ranking_{record['backend']}_{common.device_label(record)}")
+    if record["settings"]["batch_size"] != common.BATCH_SIZE:
+        stem += f"_batch{record['settings']['batch_size']}"
     common.write_json(stem + ".json", record)
     with open(stem + ".md", "w") as f:
         f.write(markdown(record))

@@ -434,10 +434,21 @@ def machine_info() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
         "gpus": _gpus(),
-        # A copy of the tree without .git (the GPU machine) names its commit here.
-        "git_commit": (_git("rev-parse", "--short", "HEAD") + (" (modified)" if status else ""))
-        or os.environ.get("KERAS_RECSYS_COMMIT", "unknown"),
+        # A copy of the tree sent elsewhere (the GPU machine) names its commit here:
+        # the .git that travels with it may not be the tree's.
+        "git_commit": os.environ.get("KERAS_RECSYS_COMMIT")
+        or (_git("rev-parse", "--short", "HEAD") + (" (modified)" if status else ""))
+        or "unknown",
     }
+
+
+def device_label(record: dict[str, Any]) -> str:
+    """ "cpu", or the GPU's model for a result file's name: "gpu" -> "h200"."""
+    gpus = record["machine"].get("gpus") or []
+    if record["device"] == "cpu" or not gpus:
+        return record["device"]
+    name = gpus[0].split(",")[0].lower().replace("nvidia", "").split()
+    return name[0] if name else record["device"]
 
 
 def rerun_command() -> str:

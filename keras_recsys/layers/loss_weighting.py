@@ -153,7 +153,8 @@ class GradNormWeighting(_TaskLossWeighting):
         """
         losses = ops.stack([ops.cast(loss, "float32") for loss in losses])
         norms = ops.stack([ops.cast(n, "float32") for n in grad_norms])
-        initial = ops.where(self.initial_losses > 0, self.initial_losses, losses)
+        recorded = ops.convert_to_tensor(self.initial_losses)
+        initial = ops.where(recorded > 0, recorded, losses)
         ratios = ops.divide_no_nan(losses, initial)
         relative = ops.divide_no_nan(ratios, ops.mean(ratios))
         weighted_norms = self.task_weights * norms
@@ -163,12 +164,17 @@ class GradNormWeighting(_TaskLossWeighting):
     def record_initial_losses(self, losses) -> None:
         """Keeps the first step's losses L_k(0) (a no-op once they are set)."""
         losses = ops.stack([ops.cast(loss, "float32") for loss in losses])
-        self.initial_losses.assign(ops.where(self.initial_losses > 0, self.initial_losses, losses))
+        recorded = ops.convert_to_tensor(self.initial_losses)
+        self.initial_losses.assign(ops.where(recorded > 0, recorded, losses))
+
+    def renormalized(self, weights):
+        """K · w / Σ w, every weight kept positive (at least 1e-4 before scaling)."""
+        weights = ops.maximum(weights, 1e-4)
+        return weights * len(self.task_names) / ops.sum(weights)
 
     def renormalize(self) -> None:
-        """w ← K · w / Σ w, keeping every weight positive."""
-        weights = ops.maximum(self.task_weights, 1e-4)
-        self.task_weights.assign(weights * len(self.task_names) / ops.sum(weights))
+        """w ← K · w / Σ w, in place."""
+        self.task_weights.assign(self.renormalized(self.task_weights))
 
     def current_weights(self):
         """The current task weights w_k."""

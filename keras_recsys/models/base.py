@@ -54,9 +54,11 @@ class RecModel(keras.Model):
             `loss_weights`); "uncertainty": Σ_k exp(−s_k) · L_k + s_k with
             learned log-variances s_k (Kendall et al., 2018; task weights
             are not used); "gradnorm": Σ_k w_k · L_k with w_k learned by
-            GradNorm (Chen et al., 2018), starting from the task weights
-            (TensorFlow backend only: it needs per-task gradient norms in
-            its own `train_step`). See `keras_recsys.layers.loss_weighting`.
+            GradNorm (Chen et al., 2018), starting from the task weights;
+            each step also takes every task's gradient norm on
+            `gradnorm_variables()`: a backward pass per task (on JAX also a
+            second forward pass). See
+            `keras_recsys.layers.loss_weighting`.
         gradnorm_alpha: GradNorm's α (with `loss_weighting="gradnorm"`).
     """
 
@@ -104,12 +106,6 @@ class RecModel(keras.Model):
             )
         if self.loss_weighting == "fixed":
             return None
-        if self.loss_weighting == "gradnorm" and keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                "loss_weighting='gradnorm' needs the TensorFlow backend (it computes "
-                "per-task gradient norms in its own train_step); the backend is "
-                f"'{keras.backend.backend()}'. Use 'uncertainty' or 'fixed' there."
-            )
         names = self.task_names
         if self.loss_weighting == "uncertainty":
             weighter = UncertaintyWeighting(names, name="loss_weighting")
@@ -294,7 +290,11 @@ class RecModel(keras.Model):
         y_pred = self.supervised_outputs(y_pred)
         if self.loss_weighter is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return self._weighted_loss(self.task_losses(y, y_pred, sample_weight), y_pred)
+        losses = self.task_losses(y, y_pred, sample_weight)
+        total = self._weighted_loss(losses, y_pred)
+        if training and self.loss_weighting == "gradnorm":
+            total = total + self._gradnorm_weight_term(losses)
+        return total
 
     def supervised_outputs(self, y_pred):
         """The tasks' outputs of `y_pred`, without the unsupervised extra outputs."""
@@ -324,10 +324,123 @@ class RecModel(keras.Model):
         """
         return list(self.embedding.trainable_variables)
 
+    # GradNorm. The task weights w_k take the gradient
+    # c_k = sign(G_k - T_k) * ||grad_W L_k|| (`GradNormWeighting.weight_gradient`),
+    # applied by the model's optimizer in the same step as the model's own
+    # gradients, then w is renormalized. The gradient norms need the task
+    # losses' gradients on the shared weights W, taken inside the step:
+    # TensorFlow with a persistent tape in its own train_step; PyTorch with
+    # torch.autograd.grad on the forward graph; JAX with a pullback of the
+    # task losses as a function of W (`compute_loss_and_updates`). On JAX and
+    # PyTorch the loss gains sum_k (w_k - sg(w_k)) * sg(c_k): zero in value,
+    # c_k as the gradient on w_k, so Keras' own train step applies it.
     def train_step(self, *args, **kwargs):
         if self.loss_weighting != "gradnorm":
             return super().train_step(*args, **kwargs)
-        return self._gradnorm_train_step(*args, **kwargs)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self._gradnorm_train_step(*args, **kwargs)
+        result = super().train_step(*args, **kwargs)
+        if backend == "jax":
+            logs, state = result
+            return logs, self._renormalized_jax_state(state)
+        import torch
+
+        with torch.no_grad():
+            self.loss_weighter.renormalize()
+        return result
+
+    def compute_loss_and_updates(
+        self,
+        trainable_variables,
+        non_trainable_variables,
+        metrics_variables,
+        x,
+        y,
+        sample_weight,
+        training=False,
+        optimizer_variables=None,
+    ):
+        """JAX trainer hook: GradNorm's gradient norms before Keras' own loss."""
+        if self.loss_weighting == "gradnorm" and training:
+            self._gradnorm_norms = self._jax_task_gradient_norms(
+                trainable_variables, non_trainable_variables, x, y, sample_weight
+            )
+        try:
+            return super().compute_loss_and_updates(
+                trainable_variables,
+                non_trainable_variables,
+                metrics_variables,
+                x,
+                y,
+                sample_weight,
+                training=training,
+                optimizer_variables=optimizer_variables,
+            )
+        finally:
+            self._gradnorm_norms = None
+
+    def _gradnorm_weight_term(self, losses):
+        """sum_k (w_k - sg(w_k)) * sg(c_k) (JAX, PyTorch); 0 where norms are unavailable."""
+        backend = keras.backend.backend()
+        if backend == "jax":
+            norms = getattr(self, "_gradnorm_norms", None)
+        elif backend == "torch":
+            norms = self._torch_task_gradient_norms(losses)
+        else:
+            norms = None  # TensorFlow updates w in its own train_step
+        if norms is None:
+            return ops.zeros((), "float32")
+        weighter = self.loss_weighter
+        weighter.record_initial_losses([ops.stop_gradient(loss) for loss in losses])
+        gradient = ops.stop_gradient(
+            weighter.weight_gradient([ops.stop_gradient(loss) for loss in losses], norms)
+        )
+        weights = weighter.task_weights
+        return ops.sum((weights - ops.stop_gradient(weights)) * gradient)
+
+    def _torch_task_gradient_norms(self, losses):
+        import torch
+
+        if not torch.is_grad_enabled() or not all(loss.requires_grad for loss in losses):
+            return None
+        shared = [v.value for v in self.gradnorm_variables()]
+        norms = []
+        for loss in losses:
+            gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+            squares = [torch.sum(torch.square(g.float())) for g in gradients if g is not None]
+            norms.append(torch.sqrt(torch.stack(squares).sum()) if squares else loss.new_zeros(()))
+        return torch.stack(norms).detach()
+
+    def _jax_task_gradient_norms(self, trainable_values, non_trainable_values, x, y, sample_weight):
+        import jax
+        import jax.numpy as jnp
+
+        shared = {id(v) for v in self.gradnorm_variables()}
+        positions = [i for i, v in enumerate(self.trainable_variables) if id(v) in shared]
+
+        def task_losses(shared_values):
+            values = list(trainable_values)
+            for position, value in zip(positions, shared_values):
+                values[position] = value
+            y_pred, _ = self.stateless_call(values, non_trainable_values, x, training=True)
+            losses = self.task_losses(y, self.supervised_outputs(y_pred), sample_weight)
+            return jnp.stack([jnp.asarray(loss, "float32") for loss in losses])
+
+        losses, pullback = jax.vjp(task_losses, [trainable_values[i] for i in positions])
+        norms = []
+        for k in range(len(self._tasks)):
+            (gradients,) = pullback(jnp.zeros_like(losses).at[k].set(1.0))
+            norms.append(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in gradients)))
+        return jax.lax.stop_gradient(jnp.stack(norms))
+
+    def _renormalized_jax_state(self, state):
+        trainable, *rest = state
+        weights = self.loss_weighter.task_weights
+        position = next(i for i, v in enumerate(self.trainable_variables) if v is weights)
+        trainable = list(trainable)
+        trainable[position] = self.loss_weighter.renormalized(trainable[position])
+        return (trainable, *rest)
 
     def _gradnorm_train_step(self, data):
         """One GradNorm step (TensorFlow): model update, then the weights' update."""
