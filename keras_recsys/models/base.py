@@ -14,6 +14,7 @@ from keras_recsys.layers.heads import TaskHeads
 from keras_recsys.layers.linear import LinearTerm
 from keras_recsys.layers.loss_weighting import GradNormWeighting, UncertaintyWeighting
 from keras_recsys.layers.scenario import ScenarioIndicatorTower
+from keras_recsys.models import gradnorm
 from keras_recsys.tasks import Task, as_tasks
 
 LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")
@@ -293,7 +294,7 @@ class RecModel(keras.Model):
         losses = self.task_losses(y, y_pred, sample_weight)
         total = self._weighted_loss(losses, y_pred)
         if training and self.loss_weighting == "gradnorm":
-            total = total + self._gradnorm_weight_term(losses)
+            total = total + gradnorm.weight_term(self, losses)
         return total
 
     def supervised_outputs(self, y_pred):
@@ -324,30 +325,18 @@ class RecModel(keras.Model):
         """
         return list(self.embedding.trainable_variables)
 
-    # GradNorm. The task weights w_k take the gradient
-    # c_k = sign(G_k - T_k) * ||grad_W L_k|| (`GradNormWeighting.weight_gradient`),
-    # applied by the model's optimizer in the same step as the model's own
-    # gradients, then w is renormalized. The gradient norms need the task
-    # losses' gradients on the shared weights W, taken inside the step:
-    # TensorFlow with a persistent tape in its own train_step; PyTorch with
-    # torch.autograd.grad on the forward graph; JAX with a pullback of the
-    # task losses as a function of W (`compute_loss_and_updates`). On JAX and
-    # PyTorch the loss gains sum_k (w_k - sg(w_k)) * sg(c_k): zero in value,
-    # c_k as the gradient on w_k, so Keras' own train step applies it.
+    # GradNorm (`keras_recsys.models.gradnorm` says how each backend does it).
     def train_step(self, *args, **kwargs):
         if self.loss_weighting != "gradnorm":
             return super().train_step(*args, **kwargs)
         backend = keras.backend.backend()
         if backend == "tensorflow":
-            return self._gradnorm_train_step(*args, **kwargs)
+            return gradnorm.tensorflow_train_step(self, *args, **kwargs)
         result = super().train_step(*args, **kwargs)
         if backend == "jax":
             logs, state = result
-            return logs, self._renormalized_jax_state(state)
-        import torch
-
-        with torch.no_grad():
-            self.loss_weighter.renormalize()
+            return logs, gradnorm.renormalized_jax_state(self, state)
+        gradnorm.renormalize_in_place(self)
         return result
 
     def compute_loss_and_updates(
@@ -363,8 +352,8 @@ class RecModel(keras.Model):
     ):
         """JAX trainer hook: GradNorm's gradient norms before Keras' own loss."""
         if self.loss_weighting == "gradnorm" and training:
-            self._gradnorm_norms = self._jax_task_gradient_norms(
-                trainable_variables, non_trainable_variables, x, y, sample_weight
+            self._gradnorm_norms = gradnorm.jax_task_gradient_norms(
+                self, trainable_variables, non_trainable_variables, x, y, sample_weight
             )
         try:
             return super().compute_loss_and_updates(
@@ -379,103 +368,6 @@ class RecModel(keras.Model):
             )
         finally:
             self._gradnorm_norms = None
-
-    def _gradnorm_weight_term(self, losses):
-        """sum_k (w_k - sg(w_k)) * sg(c_k) (JAX, PyTorch); 0 where norms are unavailable."""
-        backend = keras.backend.backend()
-        if backend == "jax":
-            norms = getattr(self, "_gradnorm_norms", None)
-        elif backend == "torch":
-            norms = self._torch_task_gradient_norms(losses)
-        else:
-            norms = None  # TensorFlow updates w in its own train_step
-        if norms is None:
-            return ops.zeros((), "float32")
-        weighter = self.loss_weighter
-        weighter.record_initial_losses([ops.stop_gradient(loss) for loss in losses])
-        gradient = ops.stop_gradient(
-            weighter.weight_gradient([ops.stop_gradient(loss) for loss in losses], norms)
-        )
-        weights = weighter.task_weights
-        return ops.sum((weights - ops.stop_gradient(weights)) * gradient)
-
-    def _torch_task_gradient_norms(self, losses):
-        import torch
-
-        if not torch.is_grad_enabled() or not all(loss.requires_grad for loss in losses):
-            return None
-        shared = [v.value for v in self.gradnorm_variables()]
-        norms = []
-        for loss in losses:
-            gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-            squares = [torch.sum(torch.square(g.float())) for g in gradients if g is not None]
-            norms.append(torch.sqrt(torch.stack(squares).sum()) if squares else loss.new_zeros(()))
-        return torch.stack(norms).detach()
-
-    def _jax_task_gradient_norms(self, trainable_values, non_trainable_values, x, y, sample_weight):
-        import jax
-        import jax.numpy as jnp
-
-        shared = {id(v) for v in self.gradnorm_variables()}
-        positions = [i for i, v in enumerate(self.trainable_variables) if id(v) in shared]
-
-        def task_losses(shared_values):
-            values = list(trainable_values)
-            for position, value in zip(positions, shared_values):
-                values[position] = value
-            y_pred, _ = self.stateless_call(values, non_trainable_values, x, training=True)
-            losses = self.task_losses(y, self.supervised_outputs(y_pred), sample_weight)
-            return jnp.stack([jnp.asarray(loss, "float32") for loss in losses])
-
-        losses, pullback = jax.vjp(task_losses, [trainable_values[i] for i in positions])
-        norms = []
-        for k in range(len(self._tasks)):
-            (gradients,) = pullback(jnp.zeros_like(losses).at[k].set(1.0))
-            norms.append(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in gradients)))
-        return jax.lax.stop_gradient(jnp.stack(norms))
-
-    def _renormalized_jax_state(self, state):
-        trainable, *rest = state
-        weights = self.loss_weighter.task_weights
-        position = next(i for i, v in enumerate(self.trainable_variables) if v is weights)
-        trainable = list(trainable)
-        trainable[position] = self.loss_weighter.renormalized(trainable[position])
-        return (trainable, *rest)
-
-    def _gradnorm_train_step(self, data):
-        """One GradNorm step (TensorFlow): model update, then the weights' update."""
-        import tensorflow as tf
-        from keras.utils import unpack_x_y_sample_weight
-
-        x, y, sample_weight = unpack_x_y_sample_weight(data)
-        weighter = self.loss_weighter
-        shared = self.gradnorm_variables()
-        with tf.GradientTape(persistent=True) as tape:
-            y_pred = self(x, training=True)
-            losses = self.task_losses(y, y_pred, sample_weight)
-            loss = self._weighted_loss(losses, y_pred)
-            scaled = self.optimizer.scale_loss(loss) if self.optimizer else loss
-        variables = [v for v in self.trainable_variables if v is not weighter.task_weights]
-        gradients = tape.gradient(scaled, variables)
-        norms = []
-        for task_loss in losses:
-            task_gradients = tape.gradient(task_loss, shared)
-            squares = [
-                tf.reduce_sum(tf.square(tf.convert_to_tensor(g)))
-                for g in task_gradients
-                if g is not None
-            ]
-            norms.append(tf.sqrt(tf.add_n(squares)) if squares else tf.zeros(()))
-        del tape
-        weighter.record_initial_losses(losses)
-        weight_gradient = weighter.weight_gradient(losses, norms)
-        self.optimizer.apply_gradients(
-            zip(gradients + [weight_gradient], variables + [weighter.task_weights])
-        )
-        weighter.renormalize()
-        batch_size = tf.shape(next(iter(y_pred.values())))[0]
-        self._loss_tracker.update_state(loss, sample_weight=batch_size)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_compile_config(self):
         args = getattr(self, "_recsys_compile_args", None)
