@@ -313,15 +313,20 @@ def test_learned_weighting_rejects_loss_weights(spec):
         BUILDERS["shared_bottom"](spec, loss_weighting="dwa")
 
 
-@pytest.mark.multibackend
-def test_gradnorm_balances_task_weights(spec, data):
-    train, _ = data
+def _gradnorm_shared_bottom(spec):
+    """SharedBottom with GradNorm (α = 1) from task weights 1 and 3 (w = [0.5, 1.5])."""
     tasks = [kr.Task("income", weight=1.0), kr.Task("marital", weight=3.0)]
     keras.utils.set_random_seed(0)
-    model = kr.models.SharedBottom(
+    return kr.models.SharedBottom(
         spec, tasks, bottom_units=[16], tower_units=[8], loss_weighting="gradnorm",
         gradnorm_alpha=1.0,
     )  # fmt: skip
+
+
+@pytest.mark.multibackend
+def test_gradnorm_balances_task_weights(spec, data):
+    train, _ = data
+    model = _gradnorm_shared_bottom(spec)
     np.testing.assert_allclose(_np(model.loss_weighter.task_weights), [0.5, 1.5])
     history = _fit(model, train.head(2048), epochs=2)
     assert history["loss"][-1] < history["loss"][0]
@@ -382,12 +387,7 @@ def test_gradnorm_step_matches_the_paper(spec, data):
     step: every r_k = 1), renormalized to sum to K; the network follows
     -lr * grad(sum_k w_k L_k), untouched by GradNorm's term."""
     train, _ = data
-    tasks = [kr.Task("income", weight=1.0), kr.Task("marital", weight=3.0)]
-    keras.utils.set_random_seed(0)
-    model = kr.models.SharedBottom(
-        spec, tasks, bottom_units=[16], tower_units=[8], loss_weighting="gradnorm",
-        gradnorm_alpha=1.0,
-    )  # fmt: skip
+    model = _gradnorm_shared_bottom(spec)
     lr = 0.5
     model.compile(optimizer=keras.optimizers.SGD(lr), metrics=[])
     x, y = (
