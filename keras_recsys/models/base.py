@@ -289,6 +289,7 @@ class RecModel(keras.Model):
         (each L_k is logged as `<task>_loss`), plus regularization losses.
         """
         y_pred = self.supervised_outputs(y_pred)
+        y = self.column_labels(y)
         if self.loss_weighter is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         losses = self.task_losses(y, y_pred, sample_weight)
@@ -303,11 +304,38 @@ class RecModel(keras.Model):
             return {t.name: y_pred[t.name] for t in self._tasks}
         return y_pred
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`; a `tf.data.Dataset` (e.g. `kr.data.from_pandas`) is not reshuffled.
+
+        The pipeline shuffles itself (`from_pandas(..., shuffle=True)`); Keras'
+        default `shuffle=True` could not act on it and would only warn.
+        """
+        shuffle_given = "shuffle" in kwargs or len(args) >= 7  # 7th after y: shuffle
+        if not shuffle_given and hasattr(x, "element_spec") and "tensorflow" in type(x).__module__:
+            kwargs["shuffle"] = False
+        return super().fit(x, y, *args, **kwargs)
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras' metrics, on the tasks' outputs only (extra outputs have no labels)."""
         return super().compute_metrics(
-            x, y, self.supervised_outputs(y_pred), sample_weight=sample_weight
+            x, self.column_labels(y), self.supervised_outputs(y_pred), sample_weight=sample_weight
         )
+
+    def column_labels(self, y):
+        """Binary and regression labels as (B, 1), the outputs' shape, given (B,) or (B, 1).
+
+        Keras' losses accept either shape but its metrics do not, so labels
+        from numpy arrays of shape (N,) would fail in `fit` without this.
+        """
+        if y is None:
+            return y
+        columns = {t.name for t in self._tasks if t.kind != "multiclass"}
+        if not isinstance(y, dict):
+            return ops.reshape(y, (-1, 1)) if len(self._tasks) == 1 and columns else y
+        return {
+            name: ops.reshape(label, (-1, 1)) if name in columns and label is not None else label
+            for name, label in y.items()
+        }
 
     def _weighted_loss(self, losses: list, y_pred: dict):
         batch_size = ops.shape(next(iter(y_pred.values())))[0]

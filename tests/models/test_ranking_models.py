@@ -309,3 +309,43 @@ def test_binary_regression_and_multiclass_heads(name, mixed_kinds):
     accuracy = np.mean(outputs["status"].argmax(axis=1) == test["marital_class"].to_numpy())
     majority = test["marital_class"].value_counts(normalize=True).max()
     assert accuracy > majority + 0.1, (accuracy, majority)
+
+
+@pytest.mark.multibackend
+def test_fit_takes_labels_of_shape_n_and_pipelines_without_a_shuffle_warning(mixed_kinds):
+    """Labels as flat numpy arrays (N,) evaluate like the pipeline's (N, 1); fitting on
+    a kr.data pipeline does not draw Keras' "shuffle=True ... ignored" warning."""
+    import warnings
+
+    spec, train, _, num_classes = mixed_kinds
+    tasks = [
+        kr.Task("income"),
+        kr.Task("age", kind="regression", label="age_z"),
+        kr.Task("status", kind="multiclass", num_classes=num_classes, label="marital_class"),
+    ]
+
+    def make_model():  # one per label shape: a retrace would relax TensorFlow's shapes
+        keras.utils.set_random_seed(0)
+        model = kr.models.DeepFM(spec, tasks, hidden_units=(8,))
+        model.compile(optimizer="adam")
+        return model
+
+    model = make_model()
+    pipeline = kr.data.from_pandas(train.head(512), model, batch_size=512)
+    x, y = next(iter(pipeline.as_numpy_iterator()))
+    assert all(v.shape == (512, 1) for v in y.values())
+    flat = {name: value.reshape(-1) for name, value in y.items()}
+    as_columns = make_model().evaluate(x, y, batch_size=512, return_dict=True, verbose=0)
+    as_flat = model.evaluate(x, flat, batch_size=512, return_dict=True, verbose=0)
+    assert set(as_flat) == set(as_columns) and "income_auc" in as_flat
+    for key, value in as_columns.items():
+        assert as_flat[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(
+            kr.data.from_pandas(train.head(512), model, batch_size=256, shuffle=True, seed=0),
+            epochs=1,
+            verbose=0,
+        )
+    assert not [w for w in caught if "shuffle" in str(w.message)]
+    assert np.isfinite(history.history["loss"][0])
