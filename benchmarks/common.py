@@ -132,6 +132,7 @@ def save_synthetic(data: SyntheticData, path: str) -> None:
     `load_synthetic`: the spec's fitted state is plain JSON, and the arrays
     are what the TensorFlow preprocessing produced here.
     """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     np.savez(
         path,
         spec=np.array(data.spec.to_json()),
