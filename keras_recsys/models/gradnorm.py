@@ -30,6 +30,16 @@ import keras
 from keras import ops
 
 
+def global_norm(gradients):
+    """√(Σ g²) over a list of gradients (None: no path; sparse slices made dense)."""
+    squares = [
+        ops.sum(ops.square(ops.cast(ops.convert_to_tensor(g), "float32")))
+        for g in gradients
+        if g is not None
+    ]
+    return ops.sqrt(sum(squares)) if squares else ops.zeros((), "float32")
+
+
 def weight_term(model, losses):
     """Σ_k (w_k − sg(w_k)) · sg(c_k) on JAX and PyTorch; 0 where no norms are at hand
     (TensorFlow, which updates w in its own step, and evaluation)."""
@@ -57,11 +67,10 @@ def torch_task_gradient_norms(model, losses):
     if not torch.is_grad_enabled() or not all(loss.requires_grad for loss in losses):
         return None
     shared = [v.value for v in model.gradnorm_variables()]
-    norms = []
-    for loss in losses:
-        gradients = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        squares = [torch.sum(torch.square(g.float())) for g in gradients if g is not None]
-        norms.append(torch.sqrt(torch.stack(squares).sum()) if squares else loss.new_zeros(()))
+    norms = [
+        global_norm(torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True))
+        for loss in losses
+    ]
     return torch.stack(norms).detach()
 
 
@@ -82,10 +91,10 @@ def jax_task_gradient_norms(model, trainable_values, non_trainable_values, x, y,
         return jnp.stack([jnp.asarray(loss, "float32") for loss in losses])
 
     losses, pullback = jax.vjp(task_losses, [trainable_values[i] for i in positions])
-    norms = []
-    for k in range(len(model.tasks)):
-        (gradients,) = pullback(jnp.zeros_like(losses).at[k].set(1.0))
-        norms.append(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in gradients)))
+    norms = [
+        global_norm(pullback(jnp.zeros_like(losses).at[k].set(1.0))[0])
+        for k in range(len(model.tasks))
+    ]
     return jax.lax.stop_gradient(jnp.stack(norms))
 
 
@@ -122,15 +131,7 @@ def tensorflow_train_step(model, data):
         scaled = model.optimizer.scale_loss(loss) if model.optimizer else loss
     variables = [v for v in model.trainable_variables if v is not weighter.task_weights]
     gradients = tape.gradient(scaled, variables)
-    norms = []
-    for task_loss in losses:
-        task_gradients = tape.gradient(task_loss, shared)
-        squares = [
-            tf.reduce_sum(tf.square(tf.convert_to_tensor(g)))
-            for g in task_gradients
-            if g is not None
-        ]
-        norms.append(tf.sqrt(tf.add_n(squares)) if squares else tf.zeros(()))
+    norms = [global_norm(tape.gradient(task_loss, shared)) for task_loss in losses]
     del tape
     weighter.record_initial_losses(losses)
     weight_gradient = weighter.weight_gradient(losses, norms)
