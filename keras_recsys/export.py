@@ -129,7 +129,7 @@ def _export_in_process(model, path: str, warmup_frame: pd.DataFrame, model_name:
     signature = preprocessor.input_signature()
 
     def serve(features):
-        outputs = model(preprocessor(features), training=False)
+        outputs = model.predict_outputs(preprocessor(features))
         return {
             name: tf.squeeze(value, axis=-1) if value.shape[-1] == 1 else value
             for name, value in outputs.items()

@@ -75,6 +75,7 @@ class Task:
         return self.num_classes if self.kind == "multiclass" else 1
 
     def activation(self, logits):
+        """The task's served output from its logits: sigmoid, softmax or identity."""
         if self.kind == "binary":
             return keras.ops.sigmoid(logits)
         if self.kind == "multiclass":
@@ -82,21 +83,28 @@ class Task:
         return logits
 
     def make_loss(self):
-        """The task's loss; with a `mask`, its mean over the masked-in rows.
+        """The task's loss, computed from the model's logits.
 
-        A masked task's default loss is reduced with
+        The defaults take logits (`from_logits=True`): a loss on clipped
+        probabilities has no gradient once σ(logit) reaches the clip (1e-7),
+        and JAX and PyTorch reach it past |logit| ≈ 16 where TensorFlow
+        does not, so training would differ by backend. A user `loss` is
+        applied to the activated output (what `predict` returns), as a user
+        would expect of e.g. "binary_crossentropy".
+
+        With a `mask`, the default loss is reduced with
         "mean_with_sample_weight" (Σ_i m_i·w_i·ℓ_i / Σ_i m_i·w_i), so it is the
         mean over the examples in the task's space rather than over the
         whole batch; a batch without such examples contributes 0.
         """
         if self.loss is not None:
-            return self.loss
+            return OnActivatedOutput(keras.losses.get(self.loss), self.activation)
         reduction = "mean_with_sample_weight" if self.mask is not None else "sum_over_batch_size"
         kwargs = {"name": f"{self.name}_loss", "reduction": reduction}
         if self.kind == "binary":
-            return keras.losses.BinaryCrossentropy(**kwargs)
+            return keras.losses.BinaryCrossentropy(from_logits=True, **kwargs)
         if self.kind == "multiclass":
-            return keras.losses.SparseCategoricalCrossentropy(**kwargs)
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True, **kwargs)
         return keras.losses.MeanSquaredError(**kwargs)
 
     def make_metrics(self) -> list:
@@ -210,6 +218,64 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, kind={self.kind!r}, weight={self.weight})"
+
+
+class OnActivatedOutput(keras.losses.Loss):
+    """A user's loss applied to a task's activated output instead of its logits."""
+
+    def __init__(self, loss, activation):
+        super().__init__(name=getattr(loss, "name", None) or getattr(loss, "__name__", "loss"))
+        self.loss = loss
+        self.activation = activation
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        output = self.activation(y_pred)
+        if isinstance(self.loss, keras.losses.Loss):
+            return self.loss(y_true, output, sample_weight)
+        return keras.losses.LossFunctionWrapper(self.loss)(y_true, output, sample_weight)
+
+
+def compile_defaults(tasks, loss=None, loss_weights=None, metrics=None, weighted_metrics=None):
+    """`compile` arguments filled in from the tasks; explicit ones win.
+
+    Losses (from logits) and loss weights come from each task; metrics go to
+    `weighted_metrics`, so a task with a `mask` or `sample_weight` column is
+    measured on its own examples.
+    """
+    if loss is None:
+        loss = {t.name: t.make_loss() for t in tasks}
+    elif isinstance(loss, dict):
+        by_name = {t.name: t for t in tasks}
+        loss = {
+            name: OnActivatedOutput(keras.losses.get(fn), by_name[name].activation)
+            if name in by_name
+            else fn
+            for name, fn in loss.items()
+        }
+    elif len(tasks) == 1:
+        loss = OnActivatedOutput(keras.losses.get(loss), tasks[0].activation)
+    if loss_weights is None and isinstance(loss, dict):
+        loss_weights = {t.name: t.weight for t in tasks if t.name in loss}
+    if metrics is None and weighted_metrics is None:
+        weighted_metrics = {t.name: t.make_metrics() for t in tasks}
+    return loss, loss_weights, metrics, weighted_metrics
+
+
+def column_labels(tasks, y):
+    """Binary and regression labels as (B, 1), the outputs' shape, given (B,) or (B, 1).
+
+    Keras' losses accept either shape but its metrics do not, so labels
+    from numpy arrays of shape (N,) would fail in `fit` without this.
+    """
+    if y is None:
+        return y
+    columns = {t.name for t in tasks if t.kind != "multiclass"}
+    if not isinstance(y, dict):
+        return keras.ops.reshape(y, (-1, 1)) if len(tasks) == 1 and columns else y
+    return {
+        name: keras.ops.reshape(label, (-1, 1)) if name in columns and label is not None else label
+        for name, label in y.items()
+    }
 
 
 def _show(value) -> str:

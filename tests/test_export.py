@@ -71,7 +71,7 @@ def model_on(model, raw, **overrides):
         {k: tf.constant(v.tolist() if v.dtype == object else v) for k, v in raw.items()}
     )
     features.update({k: tf.constant(v) for k, v in overrides.items()})
-    return {name: _np(value)[:, 0] for name, value in model(features).items()}
+    return {name: _np(value)[:, 0] for name, value in model.predict_outputs(features).items()}
 
 
 # --------------------------------------------------------------- census model

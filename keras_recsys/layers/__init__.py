@@ -1,26 +1,38 @@
-"""Reusable layers, one concept a file."""
+"""Reusable layers, one concept a file, in family folders.
 
-from keras_recsys.layers.cgc import CustomizedGateControl
-from keras_recsys.layers.cross import MixtureOfLowRankCross, VectorCross
-from keras_recsys.layers.dynamic_weights import DynamicDense
+The shared front end (`FeatureEmbedding`, `MLP`, `MaskedPooling`) lives at the
+top; `interaction/`, `multitask/`, `scenario/` and `sequence/` hold each
+family's building blocks.
+"""
+
+from keras_recsys.heads.pointwise import TaskHeads
 from keras_recsys.layers.embedding import FeatureEmbedding
-from keras_recsys.layers.fm import FactorizationMachine
-from keras_recsys.layers.gating import PersonalizedGate
-from keras_recsys.layers.heads import TaskHeads
-from keras_recsys.layers.hmoe import HMoEGate
-from keras_recsys.layers.linear import LinearTerm
-from keras_recsys.layers.loss_weighting import GradNormWeighting, UncertaintyWeighting
+from keras_recsys.layers.interaction import (
+    FactorizationMachine,
+    LinearTerm,
+    MixtureOfLowRankCross,
+    VectorCross,
+)
 from keras_recsys.layers.mlp import MLP
-from keras_recsys.layers.moe import ExpertGate, MixtureOfExperts
+from keras_recsys.layers.multitask import (
+    CustomizedGateControl,
+    ExpertGate,
+    MixtureOfExperts,
+    TaskTowers,
+)
 from keras_recsys.layers.pooling import MaskedPooling
 from keras_recsys.layers.scenario import (
+    DynamicDense,
+    HMoEGate,
+    PartitionedNormalization,
+    PersonalizedGate,
     ScenarioIndicatorTower,
+    ScenarioTowers,
+    StarTopologyDense,
     scenario_one_hot,
     scenario_routing,
 )
-from keras_recsys.layers.scenario_towers import ScenarioTowers
-from keras_recsys.layers.star import PartitionedNormalization, StarTopologyDense
-from keras_recsys.layers.towers import TaskTowers
+from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
 __all__ = [
     "CustomizedGateControl",

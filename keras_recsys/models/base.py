@@ -9,15 +9,13 @@ import keras
 from keras import ops
 
 from keras_recsys.features.spec import FeatureSpec
+from keras_recsys.heads.pointwise import TaskHeads
 from keras_recsys.layers.embedding import FeatureEmbedding, concat_inputs
-from keras_recsys.layers.heads import TaskHeads
-from keras_recsys.layers.linear import LinearTerm
-from keras_recsys.layers.loss_weighting import GradNormWeighting, UncertaintyWeighting
-from keras_recsys.layers.scenario import ScenarioIndicatorTower
-from keras_recsys.models import gradnorm
-from keras_recsys.tasks import Task, as_tasks
-
-LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")
+from keras_recsys.layers.interaction.linear import LinearTerm
+from keras_recsys.layers.scenario.indicator import ScenarioIndicatorTower, scenario_tower_config
+from keras_recsys.tasks import Task, as_tasks, column_labels, compile_defaults
+from keras_recsys.training import gradnorm, loss_combiner
+from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
 
 
 def _snake(name: str) -> str:
@@ -29,10 +27,13 @@ class RecModel(keras.Model):
 
     Subclasses create their layers in `__init__` (after calling
     `super().__init__`) and implement `compute_logits`, returning one logit
-    tensor per task; this class turns logits into named outputs (sigmoid,
-    softmax or identity by task kind), fills in losses and metrics in
-    `compile`, serializes the spec and the tasks with the model, and exports
-    a SavedModel (`export`).
+    tensor per task. Calling the model returns those logits (float32, also
+    under a mixed-precision policy): the losses read logits, never clipped
+    probabilities. `predict`, `predict_outputs` and the export return the
+    served outputs (`serving_outputs`: sigmoid, softmax or identity by task
+    kind), and the metrics see those too. `compile` fills in losses and
+    metrics from the tasks (`keras_recsys.tasks.compile_defaults`), the spec
+    and the tasks serialize with the model, and `export` writes a SavedModel.
 
     Every model reads the same preprocessed inputs (see
     `keras_recsys.data.from_pandas`), embeds them with the shared
@@ -59,7 +60,7 @@ class RecModel(keras.Model):
             each step also takes every task's gradient norm on
             `gradnorm_variables()`: a backward pass per task (on JAX also a
             second forward pass). See
-            `keras_recsys.layers.loss_weighting`.
+            `keras_recsys.training.loss_weighting`.
         gradnorm_alpha: GradNorm's α (with `loss_weighting="gradnorm"`).
     """
 
@@ -89,8 +90,10 @@ class RecModel(keras.Model):
         self.heads = TaskHeads(self.head_units(), name="heads")
         self.loss_weighting = loss_weighting
         self.gradnorm_alpha = float(gradnorm_alpha)
-        self.loss_weighter = self._make_loss_weighter()
-        self.scenario_tower_config = _scenario_tower_config(scenario_tower)
+        self.loss_weighter = loss_combiner.make_loss_weighter(
+            loss_weighting, self._tasks, self.gradnorm_alpha
+        )
+        self.scenario_tower_config = scenario_tower_config(scenario_tower)
         self.scenario_logit_tower = None
         if self.scenario_tower_config is not None:
             self.scenario_logit_tower = ScenarioIndicatorTower.from_spec(
@@ -99,26 +102,6 @@ class RecModel(keras.Model):
                 name="scenario_tower",
                 **self.scenario_tower_config,
             )
-
-    def _make_loss_weighter(self):
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(
-                f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}."
-            )
-        if self.loss_weighting == "fixed":
-            return None
-        names = self.task_names
-        if self.loss_weighting == "uncertainty":
-            weighter = UncertaintyWeighting(names, name="loss_weighting")
-        else:
-            weighter = GradNormWeighting(
-                names,
-                alpha=self.gradnorm_alpha,
-                initial_weights=[t.weight for t in self._tasks],
-                name="loss_weighting",
-            )
-        weighter.build()
-        return weighter
 
     # ----------------------------------------------------------------- tasks
     @property
@@ -159,10 +142,6 @@ class RecModel(keras.Model):
         """{task_name: logits (B, units)}; implemented by every model."""
         raise NotImplementedError
 
-    def extra_outputs(self, inputs, outputs: dict, training=None) -> dict:
-        """Unsupervised outputs beside the tasks' (none by default)."""
-        return {}
-
     def add_scenario_logits(self, inputs, logits: dict, training=None) -> dict:
         """Adds the scenario-indicator tower's logit to every task logit."""
         if self.scenario_logit_tower is None:
@@ -171,11 +150,34 @@ class RecModel(keras.Model):
         return {name: value + shallow[name] for name, value in logits.items()}
 
     def call(self, inputs, training=None):
+        """{output name: logits}: what the losses read.
+
+        `predict` and the export return `serving_outputs` of these
+        (probabilities for binary tasks), as does `predict_outputs`.
+        """
         logits = self.compute_logits(inputs, training=training)
         logits = self.add_scenario_logits(inputs, logits, training=training)
-        outputs = {t.name: t.activation(logits[t.name]) for t in self._tasks}
-        outputs.update(self.extra_outputs(inputs, outputs, training=training))
-        return outputs
+        logits = {name: ops.cast(value, "float32") for name, value in logits.items()}
+        return logits
+
+    def serving_outputs(self, logits: dict) -> dict:
+        """{output name: served value} from `call`'s logits: each task's activation."""
+        return {t.name: t.activation(logits[t.name]) for t in self._tasks}
+
+    def predict_outputs(self, inputs) -> dict:
+        """The served outputs of preprocessed `inputs`, as tensors (one call, no batching)."""
+        return self.serving_outputs(self(inputs, training=False))
+
+    def predict(self, x, *args, **kwargs):
+        """Keras `predict`, returning the served outputs (probabilities, not logits)."""
+        return self._served_numpy(super().predict(x, *args, **kwargs))
+
+    def predict_on_batch(self, x):
+        return self._served_numpy(super().predict_on_batch(x))
+
+    def _served_numpy(self, logits: dict) -> dict:
+        outputs = self.serving_outputs({k: ops.convert_to_tensor(v) for k, v in logits.items()})
+        return {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
 
     def dummy_inputs(self, batch_size: int = 2) -> dict:
         """Preprocessed-shaped inputs (all ids 1, numerics 0) for building."""
@@ -232,19 +234,19 @@ class RecModel(keras.Model):
             "weighted_metrics": weighted_metrics,
             "jit_compile": jit_compile,
         }
-        supervised = list(self._tasks)
-        if loss is None:
-            loss = {t.name: t.make_loss() for t in supervised}
-        if loss_weights is None and isinstance(loss, dict):
-            loss_weights = {t.name: t.weight for t in supervised if t.name in loss}
-        if metrics is None and weighted_metrics is None:
-            weighted_metrics = {t.name: t.make_metrics() for t in supervised}
+        loss, loss_weights, metrics, weighted_metrics = compile_defaults(
+            self._tasks, loss, loss_weights, metrics, weighted_metrics
+        )
         if jit_compile is None:
             jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
         if self.loss_weighter is not None:
             # The model adds the task losses up itself (`compute_loss`).
-            user_weights = self._recsys_compile_args["loss_weights"]
-            self._task_loss_fns = self._per_task_losses(loss, user_weights)
+            self._task_loss_fns = loss_combiner.per_task_losses(
+                self.loss_weighting,
+                self.task_names,
+                loss,
+                self._recsys_compile_args["loss_weights"],
+            )
             loss, loss_weights = None, None
         super().compile(
             optimizer=optimizer,
@@ -257,29 +259,15 @@ class RecModel(keras.Model):
         )
         sum_repeated_sparse_gradients(self.optimizer)
 
-    def _per_task_losses(self, loss, loss_weights) -> dict:
-        if loss_weights is not None:
-            raise ValueError(
-                f"loss_weighting='{self.loss_weighting}' learns the task weights; "
-                "do not pass `loss_weights` (set Task(weight=...) for fixed weights)."
-            )
-        if not isinstance(loss, dict) or set(loss) != set(self.task_names):
-            raise ValueError(
-                f"loss_weighting='{self.loss_weighting}' needs one loss per task, a dict "
-                f"keyed by {self.task_names}; got {loss!r}."
-            )
-        return {name: keras.losses.get(loss[name]) for name in self.task_names}
-
     # ------------------------------------------------------ loss weighting
     def task_losses(self, y, y_pred, sample_weight=None) -> list:
-        """The unweighted loss L_k of every task, in task order."""
-        losses = []
-        for task in self._tasks:
-            name = task.name
-            y_true = y[name] if isinstance(y, dict) else y
-            weight = sample_weight[name] if isinstance(sample_weight, dict) else sample_weight
-            losses.append(self._task_loss_fns[name](y_true, y_pred[name], weight))
-        return losses
+        """The unweighted loss L_k of every task (from its logits), in task order."""
+        return loss_combiner.task_losses(
+            self._task_loss_fns,
+            self.column_labels(y),
+            self.supervised_outputs(y_pred),
+            sample_weight,
+        )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' loss, or the learned combination of the task losses.
@@ -316,34 +304,19 @@ class RecModel(keras.Model):
         return super().fit(x, y, *args, **kwargs)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Keras' metrics, on the tasks' outputs only (extra outputs have no labels)."""
+        """Keras' metrics on the served outputs of the tasks (probabilities, as `predict`)."""
+        served = self.supervised_outputs(self.serving_outputs(y_pred))
         return super().compute_metrics(
-            x, self.column_labels(y), self.supervised_outputs(y_pred), sample_weight=sample_weight
+            x, self.column_labels(y), served, sample_weight=sample_weight
         )
 
     def column_labels(self, y):
-        """Binary and regression labels as (B, 1), the outputs' shape, given (B,) or (B, 1).
-
-        Keras' losses accept either shape but its metrics do not, so labels
-        from numpy arrays of shape (N,) would fail in `fit` without this.
-        """
-        if y is None:
-            return y
-        columns = {t.name for t in self._tasks if t.kind != "multiclass"}
-        if not isinstance(y, dict):
-            return ops.reshape(y, (-1, 1)) if len(self._tasks) == 1 and columns else y
-        return {
-            name: ops.reshape(label, (-1, 1)) if name in columns and label is not None else label
-            for name, label in y.items()
-        }
+        """Labels shaped like the outputs (see `keras_recsys.tasks.column_labels`)."""
+        return column_labels(self._tasks, y)
 
     def _weighted_loss(self, losses: list, y_pred: dict):
         batch_size = ops.shape(next(iter(y_pred.values())))[0]
-        self.loss_weighter.track(losses, batch_size)
-        total = self.loss_weighter(losses)
-        for extra in self.losses:
-            total = total + ops.cast(ops.sum(extra), total.dtype)
-        return total
+        return loss_combiner.combine(self.loss_weighter, losses, batch_size, self.losses)
 
     def gradnorm_variables(self) -> list:
         """The last shared weights W on which GradNorm measures gradient norms.
@@ -353,7 +326,7 @@ class RecModel(keras.Model):
         """
         return list(self.embedding.trainable_variables)
 
-    # GradNorm (`keras_recsys.models.gradnorm` says how each backend does it).
+    # GradNorm (`keras_recsys.training.gradnorm` says how each backend does it).
     def train_step(self, *args, **kwargs):
         if self.loss_weighting != "gradnorm":
             return super().train_step(*args, **kwargs)
@@ -454,66 +427,3 @@ class RecModel(keras.Model):
         spec = FeatureSpec.from_config(config.pop("spec"))
         tasks = [Task.from_config(t) for t in config.pop("tasks")]
         return cls(spec, tasks, **config)
-
-
-def sum_repeated_sparse_gradients(optimizer) -> None:
-    """Makes a TensorFlow-backend optimizer sum repeated rows of sparse gradients.
-
-    The gradient of an embedding lookup is a `tf.IndexedSlices` with one row
-    per looked-up id, so an id seen k times in a batch appears k times. Keras
-    3's TensorFlow optimizers apply such gradients row by row in their
-    nonlinear terms (Adam's and RMSprop's g², Adagrad's accumulator square
-    each repeat instead of their sum), which gives frequent ids far too large
-    steps: the same model trained with Adam diverged on TensorFlow and not on
-    JAX or PyTorch. Summing the repeats first (after any cross-replica
-    all-reduce, which concatenates slices) gives exactly the dense-gradient
-    update of the other backends. No-op on other backends; idempotent.
-    """
-    if optimizer is None or keras.backend.backend() != "tensorflow":
-        return
-    inner = getattr(optimizer, "inner_optimizer", None)
-    if inner is not None:
-        sum_repeated_sparse_gradients(inner)
-    if getattr(optimizer, "_recsys_sums_repeats", False):
-        return
-    import tensorflow as tf
-
-    update_step = optimizer.update_step
-    # Adam's (and AdamW's) update is dense anyway: its first use of the
-    # gradient, g - m, turns the slices into a dense tensor. For them the sum
-    # of the repeats is that same conversion done first (one segment sum into
-    # the table's shape; the same sums, bit for bit without XLA), cheaper than tf.unique
-    # plus a segment sum: 9% of a DeepFM training step on CPU
-    # (benchmarks/bench_ranking.py). Other optimizers keep sparse updates.
-    dense_update = isinstance(optimizer, keras.optimizers.Adam)
-
-    def update_step_with_unique_rows(gradient, variable, learning_rate):
-        if isinstance(gradient, tf.IndexedSlices):
-            if dense_update:
-                gradient = tf.convert_to_tensor(gradient)
-            else:
-                rows, positions = tf.unique(gradient.indices)
-                values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
-                gradient = tf.IndexedSlices(values, rows, gradient.dense_shape)
-        return update_step(gradient, variable, learning_rate)
-
-    optimizer.update_step = update_step_with_unique_rows
-    optimizer._recsys_sums_repeats = True
-
-
-def _scenario_tower_config(value) -> dict | None:
-    """The `scenario_tower` argument as a dict of tower arguments, or None."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return {}
-    if isinstance(value, dict):
-        allowed = {"features", "embedding_dim", "hidden_units", "dropout", "activation"}
-        unknown = set(value) - allowed
-        if unknown:
-            raise ValueError(
-                f"scenario_tower got unknown argument(s) {sorted(unknown)}; "
-                f"allowed: {sorted(allowed)}."
-            )
-        return dict(value)
-    raise TypeError(f"scenario_tower must be a bool or a dict, got {type(value).__name__}.")

@@ -82,7 +82,7 @@ def test_trains_on_census_and_round_trips(name, scenario_spec, scenario_data, tm
     assert type(loaded) is type(model)
     assert loaded.get_config() == model.get_config()
     x = _batch(model, test.head(256))
-    want, got = model(x), loaded(x)
+    want, got = model.predict_outputs(x), loaded.predict_outputs(x)
     assert sorted(got) == TASKS
     for task in TASKS:
         np.testing.assert_allclose(_np(got[task]), _np(want[task]), rtol=1e-5, atol=1e-6)
@@ -93,7 +93,7 @@ def test_scenario_tower_adds_its_logit_to_every_task(scenario_spec, scenario_dat
     x = _batch(model, scenario_data[1].head(64))
     main = model.compute_logits(x)
     shallow = _np(model.scenario_logit_tower(x))
-    out = model(x)
+    out = model.predict_outputs(x)
     for k, task in enumerate(TASKS):
         want = 1 / (1 + np.exp(-(_np(main[task]) + shallow[:, k : k + 1])))
         np.testing.assert_allclose(_np(out[task]), want, rtol=1e-5, atol=1e-6)
@@ -102,7 +102,7 @@ def test_scenario_tower_adds_its_logit_to_every_task(scenario_spec, scenario_dat
     tower = _np(deepfm.scenario_logit_tower(x))
     base = deepfm.compute_logits(x)
     np.testing.assert_allclose(
-        _np(deepfm(x)["income"]),
+        _np(deepfm.predict_outputs(x)["income"]),
         1 / (1 + np.exp(-(_np(base["income"]) + tower[:, :1]))),
         rtol=1e-5,
         atol=1e-6,
@@ -142,12 +142,12 @@ def test_split_merge_routes_each_example_to_its_own_tower(scenario_spec, scenari
     model = kr.models.SplitMerge(scenario_spec, "income", bottom_units=[8], tower_units=[4])
     x = _batch(model, scenario_data[1].head(200))
     ids = _np(x["worker_group"])
-    before = _np(model(x)["income"])
+    before = _np(model.predict_outputs(x)["income"])
     kernel = model.towers.kernels[-1]
     changed = _np(kernel).copy()
     changed[1] += 1.0  # tower of id 3 only
     kernel.assign(changed)
-    after = _np(model(x)["income"])
+    after = _np(model.predict_outputs(x)["income"])
     np.testing.assert_allclose(after[ids != 3], before[ids != 3], rtol=1e-6)
     assert not np.allclose(after[ids == 3], before[ids == 3])
 
@@ -188,11 +188,11 @@ def test_star_inference_uses_each_scenarios_own_statistics(scenario_spec, scenar
     assert not np.allclose(means[2], means[3])  # statistics differ by scenario
     x = _batch(model, test.head(300))
     ids = _np(x["worker_group"])
-    before = _np(model(x)["income"])
+    before = _np(model.predict_outputs(x)["income"])
     shifted = means.copy()
     shifted[3] += 3.0  # scenario id 3 only
     pn.moving_mean.assign(shifted)
-    after = _np(model(x)["income"])
+    after = _np(model.predict_outputs(x)["income"])
     np.testing.assert_allclose(after[ids != 3], before[ids != 3], rtol=1e-6)
     assert not np.allclose(after[ids == 3], before[ids == 3])
 

@@ -109,7 +109,7 @@ def test_trains_on_real_data_and_round_trips(name, spec, data, tmp_path):
     assert type(loaded) is type(model)
     assert loaded.get_config() == model.get_config()
     x = _batch(model, test.head(256))
-    want, got = model(x), loaded(x)
+    want, got = model.predict_outputs(x), loaded.predict_outputs(x)
     assert sorted(got) == sorted(want)
     for key in want:
         np.testing.assert_allclose(_np(got[key]), _np(want[key]), rtol=1e-5, atol=1e-6)
@@ -192,14 +192,14 @@ def test_esmm_outputs_and_entire_space_loss(spec, data):
     model = BUILDERS["esmm"](spec)
     model.compile(optimizer="adam")
     x, y = _labelled_batch(model, data[1].head(128))
-    out = model(x)
+    out = model.predict_outputs(x)
     assert sorted(out) == ["ctcvr", "ctr", "cvr"]
     ctr, cvr, ctcvr = (_np(out[k]) for k in ("ctr", "cvr", "ctcvr"))
     np.testing.assert_allclose(ctcvr, ctr * cvr, rtol=1e-6)
     logits = model.compute_logits(x)  # the stable logit of the product
     np.testing.assert_allclose(sigmoid(_np(logits["ctcvr"])), ctcvr, rtol=1e-4, atol=1e-6)
     # The loss is BCE(click, pCTR) + BCE(conversion, pCTCVR): pCVR is not supervised.
-    loss = _np(model.compute_loss(x, y, out))
+    loss = _np(model.compute_loss(x, y, model(x)))
     click, conversion = _np(y["ctr"]), _np(y["ctcvr"])
     want = bce(click, ctr).mean() + bce(conversion, ctcvr).mean()
     np.testing.assert_allclose(loss, want, rtol=1e-4)
@@ -255,8 +255,8 @@ def test_masked_task_is_computed_on_its_space_only(spec, data):
     losses = []
     for frame in (test, noisy):
         x, y, w = next(iter(kr.data.from_pandas(frame, model, batch_size=len(frame))))
-        out = model(x)
-        losses.append(_np(model.compute_loss(x, y, out, w)))
+        out = model.predict_outputs(x)
+        losses.append(_np(model.compute_loss(x, y, model(x), w)))
     assert losses[0] == losses[1]  # so are its gradients: outside rows weigh 0
     # The masked loss is the mean over the clicked rows.
     clicked = test["click"].to_numpy() == 1
@@ -281,12 +281,13 @@ def test_uncertainty_weighting_learns_log_variances(spec, data, tmp_path):
     assert model.get_config()["loss_weighting"] == "uncertainty"
     model.compile(optimizer=keras.optimizers.Adam(0.01), metrics=[])
     x, y = _labelled_batch(model, test.head(256))
-    out = model(x)
+    logits = model(x)
+    out = model.serving_outputs(logits)
     s = np.array([0.3, -0.2], "float32")
     model.loss_weighter.log_variances.assign(s)
     per_task = np.array([bce(_np(y[t]), _np(out[t])).mean() for t in TASKS])
     want = np.sum(np.exp(-s) * per_task + s)
-    np.testing.assert_allclose(_np(model.compute_loss(x, y, out)), want, rtol=1e-4)
+    np.testing.assert_allclose(_np(model.compute_loss(x, y, logits)), want, rtol=1e-4)
     model.loss_weighter.log_variances.assign([0.0, 0.0])
     history = model.fit(
         kr.data.from_pandas(train, model, batch_size=512, shuffle=True, seed=0),

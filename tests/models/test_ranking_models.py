@@ -98,7 +98,7 @@ def batches(model, df):
 def predict(model, df) -> dict[str, np.ndarray]:
     """Eager forward pass on all rows of `df` (raw rows through the model's spec)."""
     features = next(iter(kr.data.from_pandas(df, model, batch_size=len(df), labels=False)))
-    return {name: _np(value) for name, value in model(features, training=False).items()}
+    return {name: _np(value) for name, value in model.predict_outputs(features).items()}
 
 
 def log_loss(outputs, df) -> float:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from keras_recsys.layers.dynamic_weights import DynamicDense
 from keras_recsys.layers.mlp import MLP
+from keras_recsys.layers.scenario.dynamic_weights import DynamicDense
 from keras_recsys.models.base import RecModel
 
 

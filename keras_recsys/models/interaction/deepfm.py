@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_recsys.layers.embedding import flatten_fields, stack_fields
-from keras_recsys.layers.fm import FactorizationMachine
+from keras_recsys.layers.interaction.fm import FactorizationMachine
 from keras_recsys.layers.mlp import MLP
 from keras_recsys.models.base import RecModel
 

@@ -8,8 +8,8 @@ import keras
 from keras import ops
 
 from keras_recsys.layers.mlp import MLP
-from keras_recsys.layers.scenario import scenario_feature_name, scenario_routing
-from keras_recsys.layers.scenario_towers import ScenarioTowers
+from keras_recsys.layers.scenario.indicator import scenario_feature_name, scenario_routing
+from keras_recsys.layers.scenario.towers import ScenarioTowers
 from keras_recsys.models.base import RecModel
 
 

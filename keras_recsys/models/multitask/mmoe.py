@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_recsys.layers.moe import MixtureOfExperts
-from keras_recsys.layers.towers import TaskTowers
+from keras_recsys.layers.multitask.moe import MixtureOfExperts
+from keras_recsys.layers.multitask.towers import TaskTowers
 from keras_recsys.models.base import RecModel
 
 

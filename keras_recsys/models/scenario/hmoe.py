@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_recsys.layers.hmoe import HMoEGate
-from keras_recsys.models.split_merge import SplitMerge
+from keras_recsys.layers.scenario.hmoe import HMoEGate
+from keras_recsys.models.scenario.split_merge import SplitMerge
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")

@@ -190,3 +190,21 @@ class ScenarioIndicatorTower(keras.layers.Layer):
             activation=self.activation,
         )
         return config
+
+
+def scenario_tower_config(value) -> dict | None:
+    """The `scenario_tower` argument as a dict of tower arguments, or None."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict):
+        allowed = {"features", "embedding_dim", "hidden_units", "dropout", "activation"}
+        unknown = set(value) - allowed
+        if unknown:
+            raise ValueError(
+                f"scenario_tower got unknown argument(s) {sorted(unknown)}; "
+                f"allowed: {sorted(allowed)}."
+            )
+        return dict(value)
+    raise TypeError(f"scenario_tower must be a bool or a dict, got {type(value).__name__}.")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from keras_recsys.layers.towers import TaskTowers
+from keras_recsys.layers.multitask.towers import TaskTowers
 from keras_recsys.models.base import RecModel
 from keras_recsys.tasks import Task, as_tasks
 
@@ -98,22 +98,21 @@ class ESMM(RecModel):
         return logits[ctr], logits[ctcvr]
 
     def call(self, inputs, training=None):
-        ctr_logit, cvr_logit = self.tower_logits(inputs, training=training)
-        p_ctr = ops.sigmoid(ctr_logit)
-        p_cvr = ops.sigmoid(cvr_logit)
+        """Logits {ctr: a, cvr: b, ctcvr: logit(σ(a)·σ(b))}; `serving_outputs` are the products."""
+        a, b = self.tower_logits(inputs, training=training)
+        a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
         ctr, ctcvr = self.task_names
+        return {ctr: a, self.cvr_output: b, ctcvr: ctcvr_logit(a, b)}
+
+    def serving_outputs(self, logits):
+        ctr, ctcvr = self.task_names
+        p_ctr = ops.sigmoid(logits[ctr])
+        p_cvr = ops.sigmoid(logits[self.cvr_output])
         return {ctr: p_ctr, self.cvr_output: p_cvr, ctcvr: p_ctr * p_cvr}
 
     def compute_logits(self, inputs, training=None):
-        """{ctr: a, ctcvr: logit(σ(a)·σ(b))}, computed without forming the product.
-
-        log(pCTR·pCVR) = −softplus(−a) − softplus(−b) = ℓ, and the logit is
-        ℓ − log(−expm1(ℓ)).
-        """
-        a, b = self.tower_logits(inputs, training=training)
-        log_p = -ops.softplus(-a) - ops.softplus(-b)
-        ctr, ctcvr = self.task_names
-        return {ctr: a, ctcvr: log_p - ops.log(-ops.expm1(log_p))}
+        logits = self.call(inputs, training=training)
+        return {name: logits[name] for name in self.task_names}
 
     def hyperparameters(self):
         return {
@@ -122,6 +121,20 @@ class ESMM(RecModel):
             "activation": self.activation,
             "normalization": self.normalization,
         }
+
+
+def ctcvr_logit(a, b):
+    """logit(σ(a)·σ(b)), computed in log space without forming the product.
+
+    ℓ = log(σ(a)·σ(b)) = −softplus(−a) − softplus(−b), and the logit is
+    ℓ − log(−expm1(ℓ)). The binary cross-entropy on this logit keeps its
+    gradient where the product of probabilities would underflow or clip
+    (target 1, a = b = −9: gradient −1 on each logit's path, where a loss on
+    the clipped product has 0). ℓ is kept below −1e-30 so that a product
+    that rounds to 1 gives a large finite logit instead of +inf.
+    """
+    log_p = ops.minimum(-ops.softplus(-a) - ops.softplus(-b), -1e-30)
+    return log_p - ops.log(-ops.expm1(log_p))
 
 
 def _check_tasks(tasks: list[Task]) -> None:

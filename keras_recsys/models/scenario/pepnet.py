@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from keras_recsys.layers.gating import PersonalizedGate
+from keras_recsys.layers.scenario.gating import PersonalizedGate
 from keras_recsys.models.base import RecModel
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_recsys.layers.scenario import check_num_scenarios, scenario_one_hot
+from keras_recsys.layers.scenario.indicator import check_num_scenarios, scenario_one_hot
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_recsys.layers.scenario import scenario_feature_name
-from keras_recsys.layers.star import PartitionedNormalization, StarTopologyDense
+from keras_recsys.layers.scenario.indicator import scenario_feature_name
+from keras_recsys.layers.scenario.star import PartitionedNormalization, StarTopologyDense
 from keras_recsys.models.base import RecModel
 
 

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_recsys.features.feature import NUM_RESERVED_IDS
-from keras_recsys.layers.scenario import check_num_scenarios
+from keras_recsys.layers.scenario.indicator import check_num_scenarios
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")

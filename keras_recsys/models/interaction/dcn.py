@@ -8,7 +8,7 @@ import keras
 from keras import ops
 from keras_rs.layers import FeatureCross
 
-from keras_recsys.layers.cross import MixtureOfLowRankCross, VectorCross
+from keras_recsys.layers.interaction.cross import MixtureOfLowRankCross, VectorCross
 from keras_recsys.layers.mlp import MLP
 from keras_recsys.models.base import RecModel
 

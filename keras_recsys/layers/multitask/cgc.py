@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_recsys.layers.mlp import MLP
-from keras_recsys.layers.moe import ExpertGate, mix_experts
+from keras_recsys.layers.multitask.moe import ExpertGate, mix_experts
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")

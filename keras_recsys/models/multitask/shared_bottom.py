@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_recsys.layers.mlp import MLP
-from keras_recsys.layers.towers import TaskTowers
+from keras_recsys.layers.multitask.towers import TaskTowers
 from keras_recsys.models.base import RecModel
 
 
