@@ -19,6 +19,7 @@ with warm-up requests in `assets.extra/tf_serving_warmup_requests`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,15 +45,19 @@ def next_version(base_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
-def serving_inputs(spec, df: pd.DataFrame) -> dict[str, np.ndarray]:
+def serving_inputs(spec, df: pd.DataFrame, features=None) -> dict[str, np.ndarray]:
     """The raw request tensors a client sends for the rows of `df`.
 
     This is the documented serving encoding (see the module docstring); it
     is what the warm-up records hold and what the export tests feed.
+    `features`: the served inputs when they are a subset of the spec's (the
+    query features of a two-tower model).
     """
     raw = spec.raw_from_frame(df)
     inputs: dict[str, np.ndarray] = {}
     for feature in spec.input_features:
+        if features is not None and feature.name not in features:
+            continue
         value = raw[feature.name]
         if isinstance(value, RaggedValues):
             inputs[feature.name] = _join_sequences(feature, value)
@@ -100,11 +105,11 @@ def default_warmup_frame(spec, rows: int = 3) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _write_warmup(path: str, spec, frame: pd.DataFrame, model_name: str) -> None:
+def _write_warmup(path: str, spec, frame: pd.DataFrame, model_name: str, features=None) -> None:
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    inputs = serving_inputs(spec, frame)
+    inputs = serving_inputs(spec, frame, features)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for i in range(len(frame)):
@@ -119,28 +124,52 @@ def _write_warmup(path: str, spec, frame: pd.DataFrame, model_name: str) -> None
             writer.write(log.SerializeToString())
 
 
-def _export_in_process(model, path: str, warmup_frame: pd.DataFrame, model_name: str):
+def _export_in_process(
+    model, path: str, warmup_frame: pd.DataFrame, model_name: str, options: dict
+):
     import keras
     import tensorflow as tf
 
     from keras_recsys.features.preprocessor import Preprocessor
 
-    preprocessor = Preprocessor(model.spec)
+    preprocessor = Preprocessor(model.spec, inputs=getattr(model, "serving_features", None))
     signature = preprocessor.input_signature()
 
     def serve(features):
-        outputs = model.predict_outputs(preprocessor(features))
-        return {
-            name: tf.squeeze(value, axis=-1) if value.shape[-1] == 1 else value
-            for name, value in outputs.items()
-        }
+        outputs = model.predict_outputs(preprocessor(features), **options)
+        served = {}
+        for name, value in outputs.items():
+            if name == "item_ids":
+                # Internal ids back to the items as the data had them.
+                value = preprocessor.values_of(model.item_feature, value)
+            elif value.shape.rank == 2 and value.shape[-1] == 1:
+                value = tf.squeeze(value, axis=-1)
+            served[name] = value
+        return served
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(preprocessor)
     archive.add_endpoint("serving_default", serve, input_signature=[signature])
+    if hasattr(model, "candidate_embeddings"):
+        # For external indexes: raw item ids to the vectors the model scores against.
+        item = model.item_feature
+        dtype = tf.string if model.spec.dtype_of(item) == "string" else tf.int64
+        item_signature = {"item_id": tf.TensorSpec([None], dtype, "item_id")}
+
+        def embed(features):
+            ids = preprocessor.lookup(item, features["item_id"])
+            return {"embeddings": model.candidate_embeddings(ids)}
+
+        archive.add_endpoint("item_embeddings", embed, input_signature=[item_signature])
     archive.write_out(path, verbose=False)
-    _write_warmup(os.path.join(path, WARMUP_FILE), model.spec, warmup_frame, model_name)
+    _write_warmup(
+        os.path.join(path, WARMUP_FILE),
+        model.spec,
+        warmup_frame,
+        model_name,
+        getattr(model, "serving_features", None),
+    )
 
 
 def export_model(
@@ -150,6 +179,7 @@ def export_model(
     warmup_data: pd.DataFrame | None = None,
     num_warmup: int = 3,
     model_name: str | None = None,
+    k: int | None = None,
 ) -> str:
     """Writes `model` as a TF Serving SavedModel under `base_dir/<version>/`.
 
@@ -169,6 +199,8 @@ def export_model(
         num_warmup: number of warm-up requests.
         model_name: model name in the warm-up requests; default: the base
             directory's name.
+        k: for retrieval and next-item models, how many items
+            `serving_default` returns (default 10).
 
     Returns:
         The version directory's path.
@@ -181,6 +213,11 @@ def export_model(
     if os.path.exists(final):
         raise FileExistsError(f"Export version directory '{final}' already exists.")
     model_name = model_name or os.path.basename(base_dir)
+    options = {}
+    if hasattr(model, "recommend"):
+        options["k"] = 10 if k is None else int(k)
+    elif k is not None:
+        raise ValueError(f"k is for retrieval and next-item models, not {type(model).__name__}.")
     if warmup_data is not None:
         frame = warmup_data.head(num_warmup)
     else:
@@ -190,16 +227,18 @@ def export_model(
     try:
         target = os.path.join(staging, "model")
         if keras.backend.backend() == "tensorflow":
-            _export_in_process(model, target, frame, model_name)
+            _export_in_process(model, target, frame, model_name, options)
         else:
-            _export_in_child(model, target, frame, model_name)
+            _export_in_child(model, target, frame, model_name, options)
         os.rename(target, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
-def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str) -> None:
+def _export_in_child(
+    model, path: str, frame: pd.DataFrame, model_name: str, options: dict
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")
         frame_file = os.path.join(tmp, "warmup.pkl")
@@ -215,6 +254,7 @@ def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str) -> 
             path,
             frame_file,
             model_name,
+            json.dumps(options),
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -224,31 +264,61 @@ def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str) -> 
 
 
 def check_export(model, path: str, df: pd.DataFrame, atol: float = 1e-5) -> dict[str, float]:
-    """Compares the export, run in a fresh TensorFlow-only process, with
-    `model.predict` on the same rows.
+    """Compares the export, run in a fresh TensorFlow-only process, with the
+    model's own served outputs (`predict_outputs`) on the same rows.
+
+    Retrieval outputs compare exactly on `item_ids` (raw ids) and within
+    `atol` on `scores`.
 
     Returns:
-        {output_name: max absolute difference}.
+        {output_name: max absolute difference} (0 or 1 for item ids: any mismatch).
 
     Raises:
         AssertionError: an output is missing or differs by more than `atol`.
     """
-    from keras_recsys.data import from_pandas
+    from keras import ops
 
-    expected = model.predict(from_pandas(df, model, batch_size=1024, labels=False), verbose=0)
-    served = run_saved_model(path, serving_inputs(model.spec, df))
+    from keras_recsys.data import to_numpy
+
+    options = {"k": _served_k(path)} if hasattr(model, "recommend") else {}
+    outputs = model.predict_outputs(to_numpy(df, model), **options)
+    expected = {name: ops.convert_to_numpy(value) for name, value in outputs.items()}
+    if "item_ids" in expected:
+        expected["item_ids"] = model.spec.vocabulary_values(
+            model.item_feature, expected["item_ids"]
+        )
+    served = run_saved_model(
+        path, serving_inputs(model.spec, df, getattr(model, "serving_features", None))
+    )
     differences = {}
     for name, value in expected.items():
         if name not in served:
             raise AssertionError(f"The export has no output '{name}': {sorted(served)}.")
+        if name == "item_ids":
+            got = served[name].astype(object)
+            got = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v)(got)
+            same = got.astype(str) == value.astype(str)
+            differences[name] = float(not same.all())
+            if not same.all():
+                raise AssertionError(
+                    f"The export's top-k item ids differ from the model's in "
+                    f"{int((~same).any(axis=1).sum())} of {len(same)} rows."
+                )
+            continue
         want = np.asarray(value).reshape(served[name].shape)
         differences[name] = float(np.max(np.abs(want - served[name])))
         if differences[name] > atol:
             raise AssertionError(
-                f"Output '{name}' of the export differs from model.predict by "
+                f"Output '{name}' of the export differs from the model by "
                 f"{differences[name]:.3g} (> {atol})."
             )
     return differences
+
+
+def _served_k(path: str) -> int:
+    """The k a retrieval export was written with (from its output signature)."""
+    shapes = describe(path)["outputs"]
+    return int(shapes["item_ids"][1][1])
 
 
 def run_saved_model(path: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -273,13 +343,13 @@ def run_saved_model(path: str, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
 
 
 def _main(argv: list[str]) -> None:
-    model_file, path, frame_file, model_name = argv
+    model_file, path, frame_file, model_name, options = argv
     import keras
 
     import keras_recsys  # noqa: F401  (registers the serializable classes)
 
     model = keras.models.load_model(model_file, compile=False)
-    _export_in_process(model, path, pd.read_pickle(frame_file), model_name)
+    _export_in_process(model, path, pd.read_pickle(frame_file), model_name, json.loads(options))
 
 
 def describe(path: str) -> dict[str, Any]:

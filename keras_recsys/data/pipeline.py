@@ -22,7 +22,8 @@ def _spec_and_tasks(target, tasks) -> tuple[FeatureSpec, list[Task] | None]:
     elif hasattr(target, "spec") and isinstance(target.spec, FeatureSpec):
         spec = target.spec
         if tasks is None:
-            tasks = list(target.tasks)
+            # Next-item and retrieval models have no pointwise tasks.
+            tasks = list(getattr(target, "tasks", None) or []) or None
     else:
         raise TypeError(
             f"Pass a keras_recsys model or a fitted FeatureSpec, got {type(target).__name__}."

@@ -619,3 +619,38 @@ def amazon_beauty(path: str | None = None) -> SequenceDataset:
                 f"The S3-Rec Beauty.txt was not found; looked in {looked}. {S3REC_ABOUT}"
             )
     return s3rec_sequences(path, name="Beauty")
+
+
+def next_item_pairs(
+    sequences: pd.DataFrame,
+    item: str = "item_id",
+    max_history: int = 50,
+    columns: Sequence[str] = (),
+    history: str = HISTORY,
+) -> pd.DataFrame:
+    """One row per (history, next item) of every training sequence: two-tower training rows.
+
+    For a user's items s, row t (t >= 1) holds `history` = s[max(0, t - max_history):t]
+    and `item` = s[t]; the scalar `columns` (e.g. the user id) are copied.
+    A sequence of one item gives no row.
+
+    Example:
+
+    >>> next_item_pairs(pd.DataFrame({"user_id": [1], "item_id": [[4, 5, 6]]}), columns=["user_id"])
+       user_id history  item_id
+    0        1     [4]        5
+    1        1  [4, 5]        6
+    """
+    _require_columns(sequences, [item, *columns])
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}.")
+    rows: dict[str, list] = {name: [] for name in [*columns, history, item]}
+    scalars = {name: sequences[name].tolist() for name in columns}
+    for position, items in enumerate(sequences[item]):
+        items = _as_list(items, item)
+        for t in range(1, len(items)):
+            for name in columns:
+                rows[name].append(scalars[name][position])
+            rows[history].append(items[max(0, t - max_history) : t])
+            rows[item].append(items[t])
+    return pd.DataFrame(rows)

@@ -34,10 +34,15 @@ class Preprocessor(tf.Module):
     tensors delimited by the feature's separator.
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec, inputs=None):
         super().__init__(name="keras_recsys_preprocessor")
         spec.check_adapted()
         self._spec = spec
+        # The raw inputs taken (default: every input feature); a two-tower
+        # model serves its query features only.
+        self._inputs = [
+            f for f in spec.input_features if inputs is None or f.name in set(inputs)
+        ]
         self.tables: dict[str, tf.lookup.StaticHashTable] = {}
         for feature in spec.categorical + spec.sequences:
             owner = spec.vocabulary_owner(feature.name)
@@ -62,7 +67,7 @@ class Preprocessor(tf.Module):
         features float32, sequences one delimited string per example.
         """
         signature = {}
-        for feature in self._spec.input_features:
+        for feature in self._inputs:
             if isinstance(feature, Numeric):
                 dtype = tf.float32
             elif isinstance(feature, Sequence):
@@ -74,7 +79,7 @@ class Preprocessor(tf.Module):
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, tf.Tensor]:
         out: dict[str, tf.Tensor] = {}
-        for feature in self._spec.input_features:
+        for feature in self._inputs:
             if feature.name not in raw:
                 raise KeyError(
                     f"Feature '{feature.name}' is missing from the input; got {sorted(raw)}."
@@ -87,8 +92,25 @@ class Preprocessor(tf.Module):
             elif isinstance(feature, Sequence):
                 out[feature.name] = self._sequence(feature, value)
         for feature in self._spec.crossed:
-            out[feature.name] = self._cross(feature, out)
+            if all(name in out for name in feature.features):
+                out[feature.name] = self._cross(feature, out)
         return out
+
+    def lookup(self, name: str, values: tf.Tensor) -> tf.Tensor:
+        """int32 ids of raw values of a categorical or sequence feature (unseen: OOV)."""
+        return self._lookup(name, _flatten_batch(values))
+
+    def values_of(self, name: str, ids: tf.Tensor) -> tf.Tensor:
+        """Raw vocabulary values of internal ids (ids 0 and 1 give "" or -1)."""
+        owner = self._spec.vocabulary_owner(name)
+        if owner.is_hashed:
+            raise ValueError(f"Feature '{name}' is hashed: its ids have no raw values.")
+        dtype = _TF_DTYPES[owner.dtype]
+        missing = tf.constant("" if dtype == tf.string else -1, dtype)
+        vocabulary = tf.concat(
+            [tf.stack([missing, missing]), tf.constant(owner.vocabulary, dtype=dtype)], axis=0
+        )
+        return tf.gather(vocabulary, tf.cast(ids, tf.int32))
 
     # --------------------------------------------------------------- helpers
     def _lookup(self, name: str, values: tf.Tensor) -> tf.Tensor:

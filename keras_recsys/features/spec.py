@@ -172,6 +172,35 @@ class FeatureSpec:
     def input_dim(self, name: str) -> int:
         return self.vocabulary_owner(name).input_dim
 
+    def lookup(self, name: str, values) -> np.ndarray:
+        """Internal ids of raw values of a categorical or sequence feature (NumPy, no TF).
+
+        The same mapping as the TensorFlow preprocessing: vocabulary entries
+        from 2, unseen or missing values 1. For evaluation targets and
+        candidate lists outside the input pipeline; hashed features map only
+        in the pipeline.
+        """
+        owner = self.vocabulary_owner(name)
+        if getattr(owner, "is_hashed", False):
+            raise ValueError(
+                f"Feature '{name}' is hashed (num_bins): its ids come from the "
+                "TensorFlow preprocessing only (kr.data), not from `lookup`."
+            )
+        self.check_adapted()
+        index = {value: i + 2 for i, value in enumerate(owner.vocabulary)}
+        cast = str if owner.dtype == "string" else _as_int
+        return np.array([index.get(cast(v), 1) for v in values], dtype=np.int64)
+
+    def vocabulary_values(self, name: str, ids) -> np.ndarray:
+        """Raw values of internal ids (the inverse of `lookup`; ids 0 and 1 give None)."""
+        owner = self.vocabulary_owner(name)
+        vocabulary = np.array(list(owner.vocabulary) if owner.vocabulary else [], dtype=object)
+        ids = np.asarray(ids)
+        out = np.full(ids.shape, None, dtype=object)
+        valid = (ids >= 2) & (ids < len(vocabulary) + 2)
+        out[valid] = vocabulary[ids[valid] - 2]
+        return out
+
     @property
     def is_adapted(self) -> bool:
         return all(f.is_adapted for f in self.features) and all(
@@ -251,6 +280,13 @@ class FeatureSpec:
     def __repr__(self) -> str:
         inner = ",\n    ".join(repr(f) for f in self.features)
         return f"FeatureSpec([\n    {inner}\n])"
+
+
+def _as_int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _chunks(data, batch_size: int):

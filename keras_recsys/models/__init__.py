@@ -1,11 +1,13 @@
 """Model builders: each a `keras.Model` built from a FeatureSpec and Tasks.
 
-Family folders: `interaction/` (ranking), `multitask/`, `scenario/`.
+Family folders: `interaction/` (ranking), `multitask/`, `scenario/`,
+`retrieval/` (two-tower) and `sequence/` (next-item).
 """
 
 from keras_recsys.models.base import RecModel
 from keras_recsys.models.interaction import DCN, DNN, DeepFM, WideAndDeep
 from keras_recsys.models.multitask import CGC, ESMM, PLE, MMoE, SharedBottom
+from keras_recsys.models.retrieval import TwoTower
 from keras_recsys.models.scenario import M2M, STAR, HMoE, PEPNet, SplitMerge
 
 __all__ = [
@@ -23,5 +25,6 @@ __all__ = [
     "STAR",
     "SharedBottom",
     "SplitMerge",
+    "TwoTower",
     "WideAndDeep",
 ]
