@@ -8,7 +8,7 @@ feature values.
 
 import importlib
 
-from keras_recsys import datasets, export, layers, metrics, models
+from keras_recsys import datasets, evaluation, export, heads, layers, metrics, models
 from keras_recsys.features import Categorical, Crossed, FeatureSpec, Numeric, Sequence
 from keras_recsys.tasks import Task
 
@@ -33,7 +33,9 @@ __all__ = [
     "Task",
     "data",
     "datasets",
+    "evaluation",
     "export",
+    "heads",
     "layers",
     "metrics",
     "models",

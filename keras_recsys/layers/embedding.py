@@ -145,7 +145,7 @@ class FeatureEmbedding(keras.layers.Layer):
             fields[name] = self.poolings[name](embedded, mask=mask)
         dense = None
         if self.dense:
-            columns = [ops.cast(inputs[name], "float32") for name in self.dense]
+            columns = [ops.cast(inputs[name], self.compute_dtype) for name in self.dense]
             dense = ops.stack(columns, axis=-1)
             if self.numeric_field_dim:
                 # e_i = x_i · v_i one field at a time: the same products as

@@ -81,7 +81,7 @@ class LinearTerm(keras.layers.Layer):
             total = term if total is None else total + term
         for name in self.sequence_features:
             ids = inputs[name]
-            mask = ops.expand_dims(ops.cast(ops.not_equal(ids, PAD_ID), "float32"), -1)
+            mask = ops.expand_dims(ops.cast(ops.not_equal(ids, PAD_ID), self.compute_dtype), -1)
             weights = self.weights_by_feature[name](ids) * mask
             term = ops.sum(weights, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
             total = term if total is None else total + term

@@ -78,8 +78,8 @@ class DynamicDense(keras.layers.Layer):
         return kernel, bias
 
     def call(self, inputs, condition):
-        x = ops.cast(inputs, "float32")
-        z = ops.cast(condition, "float32")
+        x = ops.cast(inputs, self.compute_dtype)
+        z = ops.cast(condition, self.compute_dtype)
         projected = ops.einsum("bi,kio->bko", x, self.hyper_kernel)  # (B, d_z, units)
         y = ops.matmul(x, self.kernel) + ops.einsum("bk,bko->bo", z, projected)
         y = y + self.bias + ops.matmul(z, self.hyper_bias)

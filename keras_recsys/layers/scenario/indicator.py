@@ -19,8 +19,8 @@ from keras import ops
 from keras_recsys.features.feature import NUM_RESERVED_IDS
 
 
-def scenario_one_hot(ids, num_scenarios: int, reserved: bool = True):
-    """One-hot rows of scenario ids, float32.
+def scenario_one_hot(ids, num_scenarios: int, reserved: bool = True, dtype="float32"):
+    """One-hot rows of scenario ids, in `dtype` (the compute dtype of what they multiply).
 
     Args:
         ids: int scenario ids, shape (B,) or (B, 1).
@@ -31,22 +31,22 @@ def scenario_one_hot(ids, num_scenarios: int, reserved: bool = True):
             example with a reserved id gets a zero row.
 
     Returns:
-        (B, S) float32 one-hot matrix.
+        (B, S) one-hot matrix.
     """
     ids = ops.cast(ops.reshape(ids, (-1,)), "int32")
     first = 0 if reserved else NUM_RESERVED_IDS
     columns = ops.arange(first, num_scenarios, dtype="int32")
-    return ops.cast(ops.equal(ops.expand_dims(ids, -1), columns[None, :]), "float32")
+    return ops.cast(ops.equal(ops.expand_dims(ids, -1), columns[None, :]), dtype)
 
 
-def scenario_routing(ids, num_scenarios: int):
+def scenario_routing(ids, num_scenarios: int, dtype="float32"):
     """Routing weights over the vocabulary scenarios' towers, (B, S - 2).
 
     One-hot on the example's own tower; an example whose id is reserved
     (out-of-vocabulary: a scenario unseen in `adapt`) gets the uniform
     weights 1 / (num_scenarios - 2), i.e. the mean of all towers.
     """
-    one_hot = scenario_one_hot(ids, num_scenarios, reserved=False)
+    one_hot = scenario_one_hot(ids, num_scenarios, reserved=False, dtype=dtype)
     known = ops.sum(one_hot, axis=-1, keepdims=True)
     return one_hot + (1.0 - known) / float(num_scenarios - NUM_RESERVED_IDS)
 

@@ -83,9 +83,13 @@ class PartitionedNormalization(keras.layers.Layer):
 
     def inference_statistics(self):
         """(mean, variance) per scenario id, (S, d), with the global fallback."""
-        seen = ops.expand_dims(self.seen, -1)
-        mean = seen * self.moving_mean + (1.0 - seen) * self.global_mean
-        variance = seen * self.moving_variance + (1.0 - seen) * self.global_variance
+        f32 = [ops.cast(v, "float32") for v in (self.seen, self.moving_mean, self.global_mean)]
+        seen, moving_mean, global_mean = f32
+        seen = ops.expand_dims(seen, -1)
+        mean = seen * moving_mean + (1.0 - seen) * global_mean
+        variance = seen * ops.cast(self.moving_variance, "float32") + (1.0 - seen) * ops.cast(
+            self.global_variance, "float32"
+        )
         return mean, variance
 
     def call(self, inputs, scenario_ids, training=None):
@@ -104,9 +108,14 @@ class PartitionedNormalization(keras.layers.Layer):
             centered = x - ops.matmul(one_hot, mean)
             variance = ops.matmul(one_hot, var)
         normalized = centered * ops.rsqrt(variance + self.epsilon)
-        gamma = self.gamma * ops.matmul(one_hot, self.scenario_gamma)
-        beta = self.beta + ops.matmul(one_hot, self.scenario_beta)
-        return gamma * normalized + beta
+        # Statistics in float32 (as Keras' BatchNormalization under mixed precision).
+        gamma = ops.cast(self.gamma, "float32") * ops.matmul(
+            one_hot, ops.cast(self.scenario_gamma, "float32")
+        )
+        beta = ops.cast(self.beta, "float32") + ops.matmul(
+            one_hot, ops.cast(self.scenario_beta, "float32")
+        )
+        return ops.cast(gamma * normalized + beta, self.compute_dtype)
 
     def _update_moving(self, counts, batch_mean, batch_variance, x):
         m = self.momentum
@@ -115,12 +124,16 @@ class PartitionedNormalization(keras.layers.Layer):
         step = ops.expand_dims((1.0 - m) * present, -1)
         batch_mean = ops.stop_gradient(batch_mean)
         batch_variance = ops.stop_gradient(batch_variance)
-        self.moving_mean.assign(keep * self.moving_mean + step * batch_mean)
-        self.moving_variance.assign(keep * self.moving_variance + step * batch_variance)
-        self.seen.assign(ops.maximum(self.seen, present))
+        moving_mean = ops.cast(self.moving_mean, "float32")
+        moving_variance = ops.cast(self.moving_variance, "float32")
+        self.moving_mean.assign(keep * moving_mean + step * batch_mean)
+        self.moving_variance.assign(keep * moving_variance + step * batch_variance)
+        self.seen.assign(ops.maximum(ops.cast(self.seen, "float32"), present))
         x = ops.stop_gradient(x)
-        self.global_mean.assign(m * self.global_mean + (1.0 - m) * ops.mean(x, axis=0))
-        self.global_variance.assign(m * self.global_variance + (1.0 - m) * ops.var(x, axis=0))
+        global_mean = ops.cast(self.global_mean, "float32")
+        global_variance = ops.cast(self.global_variance, "float32")
+        self.global_mean.assign(m * global_mean + (1.0 - m) * ops.mean(x, axis=0))
+        self.global_variance.assign(m * global_variance + (1.0 - m) * ops.var(x, axis=0))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -192,7 +205,7 @@ class StarTopologyDense(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, scenario_ids):
-        one_hot = scenario_one_hot(scenario_ids, self.num_scenarios)  # (B, S)
+        one_hot = scenario_one_hot(scenario_ids, self.num_scenarios, dtype=self.compute_dtype)
         dim = self.kernel.shape[0]
         spread = ops.reshape(
             ops.expand_dims(one_hot, -1) * ops.expand_dims(inputs, 1),

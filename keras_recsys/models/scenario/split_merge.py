@@ -93,7 +93,7 @@ class SplitMerge(RecModel):
 
     def merge(self, hidden, scores, scenario_ids):
         """(B, S, U) scenario towers' logits → (B, U): the own scenario's."""
-        routing = scenario_routing(scenario_ids, self.num_scenarios)
+        routing = scenario_routing(scenario_ids, self.num_scenarios, dtype=scores.dtype)
         return ops.sum(ops.expand_dims(routing, -1) * scores, axis=1)
 
     def hyperparameters(self):
