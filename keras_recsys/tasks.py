@@ -232,7 +232,12 @@ class OnActivatedOutput(keras.losses.Loss):
         output = self.activation(y_pred)
         if isinstance(self.loss, keras.losses.Loss):
             return self.loss(y_true, output, sample_weight)
-        return keras.losses.LossFunctionWrapper(self.loss)(y_true, output, sample_weight)
+        # A plain function: per-example values, averaged over the batch as Keras does.
+        values = self.loss(y_true, output)
+        if sample_weight is not None:
+            weight = keras.ops.cast(sample_weight, values.dtype)
+            values = values * keras.ops.reshape(weight, keras.ops.shape(values))
+        return keras.ops.mean(values)
 
 
 def compile_defaults(tasks, loss=None, loss_weights=None, metrics=None, weighted_metrics=None):
