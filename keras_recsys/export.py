@@ -236,9 +236,7 @@ def export_model(
     return final
 
 
-def _export_in_child(
-    model, path: str, frame: pd.DataFrame, model_name: str, options: dict
-) -> None:
+def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str, options: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")
         frame_file = os.path.join(tmp, "warmup.pkl")

@@ -15,7 +15,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _runner import machine, seeds_and_out, write_report  # noqa: E402
 
 import keras_recsys as kr  # noqa: E402
 
@@ -272,7 +272,9 @@ def _summary(runs: list[dict], tasks: list[str]) -> dict:
     return out
 
 
-def run(recipe: Recipe, seeds=SEEDS, epochs: int | None = None, write: bool = True) -> dict:
+def run(
+    recipe: Recipe, seeds=SEEDS, epochs: int | None = None, write: bool = True, out=None
+) -> dict:
     """Runs a recipe over the seeds, prints its summary, writes its JSON."""
     training = recipe.training
     if epochs is not None:
@@ -302,9 +304,9 @@ def run(recipe: Recipe, seeds=SEEDS, epochs: int | None = None, write: bool = Tr
         "runs": runs,
         "backend": keras.backend.backend(),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "machine": machine(),
         "seconds": round(time.time() - start, 1),
-        "command": f"python recipes/{recipe.name}.py",
+        "command": f"python recipes/{recipe.name}.py --seeds {' '.join(map(str, seeds))}",
     }
     for arm in ("model", "baseline"):
         summary = report["summary"][arm]
@@ -313,22 +315,17 @@ def run(recipe: Recipe, seeds=SEEDS, epochs: int | None = None, write: bool = Tr
             for t in task_names
         )
         print(f"[{recipe.name}] {arm} ({report[arm]}): test AUC {text}", flush=True)
-    if write:
-        os.makedirs(RESULTS_DIR, exist_ok=True)
-        with open(os.path.join(RESULTS_DIR, f"{recipe.name}.json"), "w") as f:
-            json.dump(report, f, indent=1)
+    if write_report(report, f"{recipe.name}.json", out, results=write):
         write_table()
     return report
 
 
 def main(recipe: Recipe) -> None:
-    """Command line of a recipe: `--seeds 0 1 2`, `--epochs N`, `--no-write`."""
+    """Command line of a recipe: `--seeds 0 1 2`, `--epochs N`, `--out FILE`, `--no-write`."""
     parser = argparse.ArgumentParser(description=f"Recipe {recipe.name}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    run(recipe, seeds=args.seeds, epochs=args.epochs, write=not args.no_write)
+    seeds, out, args = seeds_and_out(parser)
+    run(recipe, seeds=seeds, epochs=args.epochs, write=not args.no_write, out=out)
 
 
 # --------------------------------------------------------------------- table

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import _common as common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _runner import machine, seeds_and_out, write_report  # noqa: E402
 
 import keras_recsys as kr  # noqa: E402
 
@@ -230,7 +230,9 @@ def _summary(runs: list[dict]) -> dict:
     return out
 
 
-def run(recipe: ScenarioRecipe, seeds=SEEDS, epochs: int | None = None, write=True) -> dict:
+def run(
+    recipe: ScenarioRecipe, seeds=SEEDS, epochs: int | None = None, write=True, out=None
+) -> dict:
     """Runs a recipe over the seeds, prints its summary, writes its JSON."""
     training = recipe.training
     if epochs is not None:
@@ -278,30 +280,25 @@ def run(recipe: ScenarioRecipe, seeds=SEEDS, epochs: int | None = None, write=Tr
         "runs": runs,
         "backend": keras.backend.backend(),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "machine": machine(),
         "seconds": round(time.time() - start, 1),
-        "command": f"python recipes/{recipe.name}.py",
+        "command": f"python recipes/{recipe.name}.py --seeds {' '.join(map(str, seeds))}",
     }
     for arm in ARMS:
         for task, row in report["summary"][arm].items():
             text = ", ".join(f"{s} {v['mean']:.4f} ± {v['std']:.4f}" for s, v in row.items())
             print(f"[{recipe.name}] {arm}: {task} test AUC {text}", flush=True)
-    if write:
-        os.makedirs(RESULTS_DIR, exist_ok=True)
-        with open(os.path.join(RESULTS_DIR, f"{recipe.name}.json"), "w") as f:
-            json.dump(report, f, indent=1)
+    if write_report(report, os.path.join("scenario", f"{recipe.name}.json"), out, results=write):
         write_table()
     return report
 
 
 def main(recipe: ScenarioRecipe) -> None:
-    """Command line of a recipe: `--seeds 0 1 2`, `--epochs N`, `--no-write`."""
+    """Command line of a recipe: `--seeds 0 1 2`, `--epochs N`, `--out FILE`, `--no-write`."""
     parser = argparse.ArgumentParser(description=f"Recipe {recipe.name}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    run(recipe, seeds=args.seeds, epochs=args.epochs, write=not args.no_write)
+    seeds, out, args = seeds_and_out(parser)
+    run(recipe, seeds=seeds, epochs=args.epochs, write=not args.no_write, out=out)
 
 
 # --------------------------------------------------------------------- table

@@ -40,9 +40,7 @@ class Preprocessor(tf.Module):
         self._spec = spec
         # The raw inputs taken (default: every input feature); a two-tower
         # model serves its query features only.
-        self._inputs = [
-            f for f in spec.input_features if inputs is None or f.name in set(inputs)
-        ]
+        self._inputs = [f for f in spec.input_features if inputs is None or f.name in set(inputs)]
         self.tables: dict[str, tf.lookup.StaticHashTable] = {}
         for feature in spec.categorical + spec.sequences:
             owner = spec.vocabulary_owner(feature.name)

@@ -191,6 +191,24 @@ class FeatureSpec:
         cast = str if owner.dtype == "string" else _as_int
         return np.array([index.get(cast(v), 1) for v in values], dtype=np.int64)
 
+    def sequence_ids(self, name: str, sequences, max_length: int | None = None) -> np.ndarray:
+        """(N, L) int32 ids of raw item lists, front-padded, as the TF preprocessing makes them.
+
+        The most recent `max_length` items (default: the feature's) are kept;
+        unseen items map to 1. NumPy only, for hosts without TensorFlow and
+        for evaluation arrays.
+        """
+        length = int(max_length or self[name].max_length)
+        lists = [list(row)[-length:] if len(row) else [] for row in sequences]
+        flat = self.lookup(name, [v for row in lists for v in row])
+        out = np.zeros((len(lists), length), dtype=np.int32)
+        start = 0
+        for i, row in enumerate(lists):
+            if row:
+                out[i, length - len(row) :] = flat[start : start + len(row)]
+                start += len(row)
+        return out
+
     def vocabulary_values(self, name: str, ids) -> np.ndarray:
         """Raw values of internal ids (the inverse of `lookup`; ids 0 and 1 give None)."""
         owner = self.vocabulary_owner(name)

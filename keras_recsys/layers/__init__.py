@@ -32,6 +32,7 @@ from keras_recsys.layers.scenario import (
     scenario_one_hot,
     scenario_routing,
 )
+from keras_recsys.layers.sequence import PositionEmbedding, TransformerBlock
 from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
 __all__ = [
@@ -49,11 +50,13 @@ __all__ = [
     "MixtureOfLowRankCross",
     "PartitionedNormalization",
     "PersonalizedGate",
+    "PositionEmbedding",
     "ScenarioIndicatorTower",
     "ScenarioTowers",
     "StarTopologyDense",
     "TaskHeads",
     "TaskTowers",
+    "TransformerBlock",
     "UncertaintyWeighting",
     "VectorCross",
     "scenario_one_hot",

@@ -9,20 +9,25 @@ from keras_recsys.models.interaction import DCN, DNN, DeepFM, WideAndDeep
 from keras_recsys.models.multitask import CGC, ESMM, PLE, MMoE, SharedBottom
 from keras_recsys.models.retrieval import TwoTower
 from keras_recsys.models.scenario import M2M, STAR, HMoE, PEPNet, SplitMerge
+from keras_recsys.models.sequence import BERT4Rec, GRU4Rec, SASRec, SequentialRecommender
 
 __all__ = [
+    "BERT4Rec",
     "CGC",
     "DCN",
     "DNN",
     "DeepFM",
     "ESMM",
+    "GRU4Rec",
     "HMoE",
     "M2M",
     "MMoE",
     "PEPNet",
     "PLE",
     "RecModel",
+    "SASRec",
     "STAR",
+    "SequentialRecommender",
     "SharedBottom",
     "SplitMerge",
     "TwoTower",

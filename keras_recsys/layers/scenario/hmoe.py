@@ -51,7 +51,8 @@ class HMoEGate(keras.layers.Layer):
 
     def call(self, gate_inputs, scores, scenario_ids):
         own = ops.expand_dims(
-            scenario_one_hot(scenario_ids, self.num_scenarios, reserved=False, dtype=scores.dtype), -1
+            scenario_one_hot(scenario_ids, self.num_scenarios, reserved=False, dtype=scores.dtype),
+            -1,
         )
         blocked = own * scores + (1.0 - own) * ops.stop_gradient(scores)
         weights = ops.expand_dims(self.gate_weights(gate_inputs), -1)

@@ -1,0 +1,17 @@
+"""Next-item models: a sequence backbone and a next-item head tied to the item table."""
+
+from keras_recsys.models.sequence.base import SequenceBackbone, SequentialRecommender
+from keras_recsys.models.sequence.bert4rec import BERT4Rec, BERT4RecBackbone
+from keras_recsys.models.sequence.gru4rec import GRU4Rec, GRU4RecBackbone
+from keras_recsys.models.sequence.sasrec import SASRec, SASRecBackbone
+
+__all__ = [
+    "BERT4Rec",
+    "BERT4RecBackbone",
+    "GRU4Rec",
+    "GRU4RecBackbone",
+    "SASRec",
+    "SASRecBackbone",
+    "SequenceBackbone",
+    "SequentialRecommender",
+]

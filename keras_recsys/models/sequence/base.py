@@ -1,0 +1,277 @@
+"""`SequentialRecommender`: a sequence backbone plus a next-item head tied to the item table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_recsys.features.feature import NUM_RESERVED_IDS, Sequence
+from keras_recsys.features.spec import FeatureSpec
+from keras_recsys.heads.next_item import NextItemHead
+from keras_recsys.heads.top_k import top_k_items
+from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
+
+
+class SequenceBackbone(keras.layers.Layer):
+    """Item ids (B, L) → {"sequence": (B, L, d), "mask": (B, L)}; no loss.
+
+    Owns the item embedding table (`item_embedding`, (V, d)), which the
+    next-item head reuses as its output layer. Subclasses implement `body`.
+
+    Args:
+        num_items: size of the item id space V (ids 0 and 1 reserved).
+        embedding_dim: d.
+        max_length: L, the longest history the backbone reads.
+    """
+
+    def __init__(self, num_items: int, embedding_dim: int, max_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_items = int(num_items)
+        self.embedding_dim = int(embedding_dim)
+        self.max_length = int(max_length)
+        self.item_embedding = keras.layers.Embedding(
+            self.num_items,
+            self.embedding_dim,
+            embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            dtype=self.dtype_policy,
+            name="item_embedding",
+        )
+
+    def call(self, ids, training=None) -> dict:
+        mask = item_mask(ids)
+        sequence = self.body(self.item_embedding(ids), mask, training=training)
+        return {"sequence": sequence, "mask": mask}
+
+    def body(self, embedded, mask, training=None):
+        """(B, L, d) embedded items and their mask → (B, L, d) representations."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            num_items=self.num_items,
+            embedding_dim=self.embedding_dim,
+            max_length=self.max_length,
+        )
+        return config
+
+
+class SequentialRecommender(keras.Model):
+    """A next-item model: `backbone` over the history, `NextItemHead` tied to its items.
+
+    Calling the model on preprocessed inputs returns the backbone's named
+    representations ({"sequence": (B, L, d), "mask": (B, L)}); the loss is
+    the head's (`loss`), on the targets `kr.data.next_item_dataset` pairs
+    with the inputs. At inference the representation at the last position
+    (front padding puts the latest item there) scores every item:
+    `score_all` for full-ranking evaluation, `recommend` for the top k with
+    the history excluded, and `export` writes a SavedModel that maps a raw
+    history to raw item ids.
+
+    Subclasses (`SASRec`, `GRU4Rec`, `BERT4Rec`) build the backbone.
+
+    Args:
+        spec: a fitted `FeatureSpec` holding the history `Sequence`.
+        backbone: a `SequenceBackbone`.
+        history: name of the history feature (default: the spec's only
+            sequence).
+        loss, num_negatives, sampler, logq_correction, temperature,
+            normalize: the next-item loss (see `NextItemHead`).
+        seed: seed of the head's negative sampling.
+    """
+
+    target_style = "shifted"
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        backbone: SequenceBackbone,
+        history: str | None = None,
+        loss: str = "bce",
+        num_negatives: int | None = None,
+        sampler: str = "uniform",
+        logq_correction: bool = True,
+        temperature: float = 1.0,
+        normalize: bool = False,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.history_feature = history_feature(spec, history)
+        self.backbone = backbone
+        self.head_config = {
+            "loss": loss,
+            "num_negatives": num_negatives,
+            "sampler": sampler,
+            "logq_correction": logq_correction,
+            "temperature": temperature,
+            "normalize": normalize,
+            "seed": seed,
+        }
+        self.head = NextItemHead(backbone.item_embedding, name="next_item", **self.head_config)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def tasks(self) -> tuple:
+        """No pointwise tasks: the targets are the next items."""
+        return ()
+
+    @property
+    def item_feature(self) -> str:
+        """The feature whose vocabulary names the recommended items."""
+        return self.history_feature
+
+    @property
+    def num_items(self) -> int:
+        return self.backbone.num_items
+
+    @property
+    def max_length(self) -> int:
+        return self.backbone.max_length
+
+    @property
+    def item_table(self):
+        """The (V, d) item embeddings shared by the backbone and the head."""
+        return self.backbone.item_embedding.embeddings
+
+    # ------------------------------------------------------------- computing
+    def call(self, inputs, training=None) -> dict:
+        return self.backbone(self._ids(inputs), training=training)
+
+    def _ids(self, inputs):
+        ids = inputs[self.history_feature] if isinstance(inputs, dict) else inputs
+        return ops.cast(ids, "int32")
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        targets = y_pred.get("targets", y) if isinstance(y_pred, dict) else y
+        if targets is None:
+            raise ValueError(
+                f"{type(self).__name__} trains on next-item targets: feed "
+                "`kr.data.next_item_dataset(df, model)`, which pairs the inputs with them."
+            )
+        loss = self.head.compute_loss(y_pred["sequence"], targets, sample_weight)
+        for extra in self.losses:
+            loss = loss + ops.cast(ops.sum(extra), loss.dtype)
+        return loss
+
+    def query_vectors(self, inputs, training=False):
+        """(B, d): the representation at the last position, which predicts the next item."""
+        return self(inputs, training=training)["sequence"][:, -1, :]
+
+    def score_all(self, inputs):
+        """(B, V) scores of every item id for the next position (ids 0, 1 never rank)."""
+        return ops.cast(self.head(self.query_vectors(inputs)), "float32")
+
+    def scorer(self) -> keras.Model:
+        """A compiled model of (B, L) history ids → (B, V) scores, for fast full-ranking evaluation.
+
+        `scorer().predict_on_batch(ids)` runs `score_all` as one compiled
+        function (jit on JAX) instead of op by op; built once, not saved.
+        """
+        scorer = self.__dict__.get("_scorer_model")
+        if scorer is None:
+            ids = keras.Input((self.max_length,), dtype="int32", name=self.history_feature)
+            scores = self.head(self.query_vectors({self.history_feature: ids}))
+            scorer = keras.Model(ids, scores, name=f"{self.name}_scorer")
+            # Not an attribute Keras tracks: the scorer shares the model's weights.
+            object.__setattr__(self, "_scorer_model", scorer)
+        return scorer
+
+    def recommend(self, inputs, k: int = 10, exclude_history: bool = True) -> dict:
+        """{"scores": (B, k), "item_ids": (B, k) internal ids} of the top k next items.
+
+        With `exclude_history`, items already in the history never appear.
+        """
+        exclude = self._ids(inputs) if exclude_history else None
+        return top_k_items(self.score_all(inputs), k, exclude)
+
+    def predict_outputs(self, inputs, k: int = 10) -> dict:
+        """The served outputs: the top-k `item_ids` (internal) and their `scores`."""
+        return self.recommend(inputs, k=k)
+
+    def candidate_embeddings(self, ids):
+        """(B, d) vectors the model scores histories against, for internal item ids."""
+        return self.head.item_vectors(ids)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.call(ops.ones((2, self.max_length), "int32"), training=False)
+        self.built = True
+
+    # --------------------------------------------------------------- compile
+    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
+        """Keras `compile` (the loss is the head's); sums repeated sparse rows on TF."""
+        if jit_compile is None:
+            jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        sum_repeated_sparse_gradients(self.optimizer)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras `fit`; a `tf.data.Dataset` is not reshuffled (it shuffles itself)."""
+        if "shuffle" not in kwargs and "tensorflow" in type(x).__module__:
+            kwargs["shuffle"] = False
+        return super().fit(x, y, *args, **kwargs)
+
+    # ---------------------------------------------------------------- export
+    def export(self, base_dir: str, version: int | None = None, **kwargs) -> str:
+        """Writes a top-k retrieval SavedModel to `base_dir/<version>/`.
+
+        See `keras_recsys.export.export_model`: `serving_default` takes the
+        raw history and returns `item_ids` (raw) and `scores`.
+        """
+        from keras_recsys.export import export_model
+
+        return export_model(self, base_dir, version=version, **kwargs)
+
+    # --------------------------------------------------------- serialization
+    def backbone_config(self) -> dict[str, Any]:
+        """The subclass's own constructor arguments."""
+        return {}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": self.spec.get_config(),
+            "history": self.history_feature,
+            **self.head_config,
+            **self.backbone_config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        config = dict(config)
+        spec = FeatureSpec.from_config(config.pop("spec"))
+        return cls(spec, **config)
+
+
+def history_feature(spec: FeatureSpec, name: str | None) -> str:
+    """The history `Sequence` of a next-item model, or a clear error."""
+    spec.check_adapted()
+    sequences = [f.name for f in spec.features if isinstance(f, Sequence)]
+    if name is None:
+        if len(sequences) != 1:
+            raise ValueError(
+                "A next-item model reads one history Sequence; the spec has "
+                f"{sequences or 'none'}: pass history=<feature name>."
+            )
+        return sequences[0]
+    if name not in sequences:
+        raise ValueError(
+            f"history='{name}' is not a Sequence feature of the spec (sequences: {sequences})."
+        )
+    return name
+
+
+def sequence_dims(spec: FeatureSpec, history: str | None) -> tuple[int, int, int]:
+    """(num_items V, embedding size d, max_length L) of a spec's history feature."""
+    name = history_feature(spec, history)
+    return spec.input_dim(name), spec.embedding_dim(name), spec[name].max_length
+
+
+def item_mask(ids):
+    """True where a position holds a known item: padding (0) and unseen items (1) are ignored."""
+    return ops.greater_equal(ids, NUM_RESERVED_IDS)

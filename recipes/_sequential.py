@@ -1,0 +1,273 @@
+"""The runner of the next-item recipes: leave-one-out, full ranking, early stopping.
+
+Protocol (S3-Rec, Zhou et al., CIKM 2020): per user, the last item is the
+test target, the one before it the validation target, the rest trains;
+histories keep the latest `max_length` items; every item is ranked (full
+ranking, no sampled negatives) with the user's history removed from the
+candidates; HR@K and NDCG@K for K in {5, 10, 20} and MRR. Each model trains
+until the validation NDCG@10 (checked every `eval_every` epochs) has not
+improved for `patience` checks, and is tested with its best weights. A
+popularity baseline (training-item counts, history excluded) runs in the
+same process.
+
+The vocabulary is the item catalogue (every item of the data set), as in
+the S3-Rec code, so test targets are never out of vocabulary.
+
+Arrays are made with NumPy from the fitted spec (`FeatureSpec.sequence_ids`):
+no TensorFlow, so a recipe runs on the GPU machine with JAX as it does here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from _runner import machine, seeds_and_out, write_report  # noqa: E402
+
+import keras_recsys as kr  # noqa: E402
+
+KS = (5, 10, 20)
+
+
+@dataclass
+class SequenceData:
+    """Arrays of a leave-one-out split, ids from the fitted spec."""
+
+    name: str
+    spec: kr.FeatureSpec
+    train: np.ndarray  # (N, L + 1) training sequences, front-padded
+    valid_history: np.ndarray  # (U, L)
+    valid_target: np.ndarray  # (U,)
+    test_history: np.ndarray
+    test_target: np.ndarray
+    notes: dict = field(default_factory=dict)
+
+
+def leave_one_out_data(dataset: kr.datasets.SequenceDataset, max_length: int, dim: int):
+    """The S3-Rec split of a `SequenceDataset` as id arrays."""
+    train, valid, test = dataset.leave_one_out()
+    catalogue = pd.DataFrame({"history": dataset.sequences["item_id"]})
+    spec = kr.FeatureSpec([kr.Sequence("history", max_length=max_length)], dim)
+    spec.adapt(catalogue)
+    return SequenceData(
+        name=dataset.name,
+        spec=spec,
+        train=spec.sequence_ids("history", train["item_id"], max_length + 1),
+        valid_history=spec.sequence_ids("history", valid["history"]),
+        valid_target=spec.lookup("history", valid["target"]),
+        test_history=spec.sequence_ids("history", test["history"]),
+        test_target=spec.lookup("history", test["target"]),
+        notes={
+            "users": int(len(train)),
+            "items": int(spec.input_dim("history") - 2),
+            "interactions": int(sum(len(s) for s in dataset.sequences["item_id"])),
+            "max_length": max_length,
+        },
+    )
+
+
+@dataclass
+class Training:
+    max_epochs: int = 200
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    eval_every: int = 5
+    patience: int = 4  # checks without a better validation NDCG@10
+    max_seconds: float | None = None  # a wall-clock budget for one run (stops like patience)
+
+
+@dataclass
+class Arm:
+    label: str
+    build: Callable | None  # spec, seed -> model; None: popularity
+    training: Training = field(default_factory=Training)
+
+
+def _pairs(model, sequences: np.ndarray):
+    if model.target_style == "cloze":
+        return {"history": sequences[:, 1:]}, sequences[:, 1:]
+    return {"history": sequences[:, :-1]}, sequences[:, 1:]
+
+
+def _scores_fn(model):
+    scorer = model.scorer()
+    return lambda batch: scorer.predict_on_batch(batch)
+
+
+def evaluate(model, history, target, batch_size: int = 512) -> dict:
+    return kr.evaluation.evaluate_full_ranking(
+        _scores_fn(model), history, target, exclude=history, ks=KS, batch_size=batch_size
+    )
+
+
+def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
+    """Trains one model with early stopping on validation NDCG@10; tests its best weights."""
+    start = time.time()
+    if arm.build is None:
+        counts = kr.evaluation.popularity_scores(data.train, data.spec.input_dim("history"))
+        popular = np.asarray(counts, "float32")
+
+        def score(batch):
+            return np.broadcast_to(popular, (len(batch), len(popular)))
+
+        result = {}
+        for split, history, target in (
+            ("valid", data.valid_history, data.valid_target),
+            ("test", data.test_history, data.test_target),
+        ):
+            result[split] = kr.evaluation.evaluate_full_ranking(
+                score, history, target, exclude=history, ks=KS
+            )
+        return {**result, "epochs": 0, "seconds": round(time.time() - start, 1)}
+    keras.utils.set_random_seed(seed)
+    model = arm.build(data.spec, seed)
+    training = arm.training
+    model.compile(optimizer=keras.optimizers.Adam(training.learning_rate))
+    x, y = _pairs(model, data.train)
+    best, best_weights, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
+    history = []
+    stopped = "patience"
+    while epoch < training.max_epochs and waited < training.patience:
+        if training.max_seconds is not None and time.time() - start > training.max_seconds:
+            stopped = "time budget"
+            break
+        model.fit(
+            x, y, batch_size=training.batch_size, epochs=training.eval_every, verbose=0,
+            shuffle=True,
+        )  # fmt: skip
+        epoch += training.eval_every
+        valid = evaluate(model, data.valid_history, data.valid_target)
+        history.append({"epoch": epoch, "NDCG@10": valid["NDCG@10"], "HR@10": valid["HR@10"]})
+        if valid["NDCG@10"] > best:
+            best, best_weights, best_epoch, waited = valid["NDCG@10"], model.get_weights(), epoch, 0
+        else:
+            waited += 1
+    model.set_weights(best_weights)
+    return {
+        "valid": evaluate(model, data.valid_history, data.valid_target),
+        "test": evaluate(model, data.test_history, data.test_target),
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "stopped": stopped
+        if waited >= training.patience or stopped != "patience"
+        else "max_epochs",
+        "validation_curve": history,
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def _summary(runs: list[dict]) -> dict:
+    keys = [k for k in runs[0]["test"] if k != "num_queries"]
+    return {
+        key: {
+            "mean": float(np.mean([r["test"][key] for r in runs])),
+            "std": float(np.std([r["test"][key] for r in runs])),
+        }
+        for key in keys
+    }
+
+
+def run(
+    name: str, data: SequenceData, arms: dict[str, Arm], seeds, out: str | None, write=True
+) -> dict:
+    runs: dict[str, list] = {key: [] for key in arms}
+    start = time.time()
+    for seed in seeds:
+        for key, arm in arms.items():
+            if arm.build is None and runs[key]:
+                result = dict(runs[key][0])  # popularity is deterministic
+            else:
+                result = train_arm(arm, data, seed)
+            result["seed"] = seed
+            runs[key].append(result)
+            test = result["test"]
+            print(
+                f"[{name}] seed {seed} {key}: test HR@10 {test['HR@10']:.4f} "
+                f"NDCG@10 {test['NDCG@10']:.4f} ({result['epochs']} epochs, "
+                f"{result['seconds']} s)",
+                flush=True,
+            )
+    report = {
+        "recipe": name,
+        "dataset": data.name,
+        "protocol": "leave-one-out, full ranking over all items, history excluded",
+        "data": data.notes,
+        "arms": {key: arm.label for key, arm in arms.items()},
+        "training": {key: asdict(arm.training) for key, arm in arms.items() if arm.build},
+        "seeds": list(seeds),
+        "summary": {key: _summary(r) for key, r in runs.items()},
+        "runs": runs,
+        "backend": keras.backend.backend(),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "seconds": round(time.time() - start, 1),
+        "command": f"python recipes/{name}.py --seeds {' '.join(map(str, seeds))}",
+    }
+    for key, summary in report["summary"].items():
+        print(
+            f"[{name}] {key} ({arms[key].label}): HR@10 {summary['HR@10']['mean']:.4f} ± "
+            f"{summary['HR@10']['std']:.4f}, NDCG@10 {summary['NDCG@10']['mean']:.4f} ± "
+            f"{summary['NDCG@10']['std']:.4f}",
+            flush=True,
+        )
+    write_report(report, os.path.join("sequential", f"{name}.json"), out, results=write)
+    return report
+
+
+def main(name: str, load: Callable[[], SequenceData], arms: dict[str, Arm]) -> None:
+    """Command line: `--seeds 0 1 2`, `--out FILE`, `--arms sasrec_bce ...`, `--max-epochs N`."""
+    parser = argparse.ArgumentParser(description=f"Recipe {name}")
+    parser.add_argument("--arms", nargs="+", default=list(arms), choices=list(arms))
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--max-seconds", type=float, default=None, help="per run")
+    seeds, out, args = seeds_and_out(parser)
+    chosen = {key: arms[key] for key in args.arms}
+    for arm in chosen.values():
+        if args.max_epochs is not None:
+            arm.training.max_epochs = args.max_epochs
+        if args.max_seconds is not None:
+            arm.training.max_seconds = args.max_seconds
+    run(name, load(), chosen, seeds, out, write=not args.no_write)
+
+
+def merge(out: str, paths: list[str]) -> dict:
+    """One report from several runs of the same recipe (arms or seeds run apart)."""
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    merged = dict(reports[0])
+    runs: dict[str, list] = {}
+    for report in reports:
+        for key, arm_runs in report["runs"].items():
+            runs.setdefault(key, []).extend(arm_runs)
+            merged["arms"][key] = report["arms"][key]
+            if key in report["training"]:
+                merged["training"][key] = report["training"][key]
+    merged["runs"] = {key: sorted(r, key=lambda run: run["seed"]) for key, r in runs.items()}
+    merged["summary"] = {key: _summary(r) for key, r in merged["runs"].items()}
+    merged["seeds"] = sorted({run["seed"] for r in runs.values() for run in r})
+    merged["seconds"] = round(sum(report["seconds"] for report in reports), 1)
+    merged["command"] = "; ".join(report["command"] for report in reports)
+    with open(out, "w") as f:
+        json.dump(merged, f, indent=1)
+    return merged
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) > 3 and sys.argv[1] == "merge":
+        merge(sys.argv[2], sys.argv[3:])
+    else:
+        sys.exit("usage: python recipes/_sequential.py merge OUT.json IN.json [IN.json ...]")
