@@ -211,7 +211,8 @@ def run(
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "seconds": round(time.time() - start, 1),
-        "command": f"python recipes/{name}.py --seeds {' '.join(map(str, seeds))}",
+        "command": f"python recipes/{name}.py --arms {' '.join(arms)} "
+        f"--seeds {' '.join(map(str, seeds))}",
     }
     for key, summary in report["summary"].items():
         print(
@@ -247,16 +248,16 @@ def merge(out: str, paths: list[str]) -> dict:
         with open(path) as f:
             reports.append(json.load(f))
     merged = dict(reports[0])
-    runs: dict[str, list] = {}
-    for report in reports:
+    runs: dict[str, dict] = {}
+    for report in reports:  # a later run of the same arm and seed replaces an earlier one
         for key, arm_runs in report["runs"].items():
-            runs.setdefault(key, []).extend(arm_runs)
+            runs.setdefault(key, {}).update({run["seed"]: run for run in arm_runs})
             merged["arms"][key] = report["arms"][key]
             if key in report["training"]:
                 merged["training"][key] = report["training"][key]
-    merged["runs"] = {key: sorted(r, key=lambda run: run["seed"]) for key, r in runs.items()}
+    merged["runs"] = {key: [r[seed] for seed in sorted(r)] for key, r in runs.items()}
     merged["summary"] = {key: _summary(r) for key, r in merged["runs"].items()}
-    merged["seeds"] = sorted({run["seed"] for r in runs.values() for run in r})
+    merged["seeds"] = sorted({seed for r in runs.values() for seed in r})
     merged["seconds"] = round(sum(report["seconds"] for report in reports), 1)
     merged["command"] = "; ".join(report["command"] for report in reports)
     with open(out, "w") as f:
