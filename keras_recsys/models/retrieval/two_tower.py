@@ -15,11 +15,11 @@ from keras_recsys.heads.retrieval import InBatchSoftmax
 from keras_recsys.heads.top_k import EXCLUDED_SCORE, top_k_items
 from keras_recsys.layers.embedding import FeatureEmbedding
 from keras_recsys.layers.mlp import MLP
-from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
+from keras_recsys.models.top_k import TopKRecommender
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
-class TwoTower(keras.Model):
+class TwoTower(TopKRecommender):
     """Two towers into one space: score(query, candidate) = ⟨u(query), v(candidate)⟩.
 
     The query tower reads the query features (user, context, a pooled
@@ -136,10 +136,6 @@ class TwoTower(keras.Model):
 
     # ------------------------------------------------------------ properties
     @property
-    def tasks(self) -> tuple:
-        return ()
-
-    @property
     def item_feature(self) -> str:
         """The feature whose vocabulary names the retrieved items."""
         return self.candidate_id
@@ -219,9 +215,6 @@ class TwoTower(keras.Model):
         exclude = inputs[self.history_feature] if exclude_history and self.history_feature else None
         return top_k_items(self.score_all(inputs), k, exclude)
 
-    def predict_outputs(self, inputs, k: int = 10) -> dict:
-        return self.recommend(inputs, k=k)
-
     def set_candidate_frequencies(self, counts) -> None:
         """Candidate counts (V,) in the training data, for the logQ correction."""
         self.head.set_candidate_frequencies(counts)
@@ -248,25 +241,6 @@ class TwoTower(keras.Model):
                 dummy[feature.name] = ops.ones((2,), "int32")
         self.call(dummy, training=False)
         self.built = True
-
-    # --------------------------------------------------------------- compile
-    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
-        """Keras `compile` (the loss is the head's); sums repeated sparse rows on TF."""
-        if jit_compile is None:
-            jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        sum_repeated_sparse_gradients(self.optimizer)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        if "shuffle" not in kwargs and "tensorflow" in type(x).__module__:
-            kwargs["shuffle"] = False
-        return super().fit(x, y, *args, **kwargs)
-
-    def export(self, base_dir: str, version: int | None = None, **kwargs) -> str:
-        """Writes a top-k retrieval SavedModel (see `keras_recsys.export.export_model`)."""
-        from keras_recsys.export import export_model
-
-        return export_model(self, base_dir, version=version, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ from keras_recsys.features.feature import NUM_RESERVED_IDS, Sequence
 from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.heads.next_item import NextItemHead
 from keras_recsys.heads.top_k import top_k_items
-from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
+from keras_recsys.models.top_k import TopKRecommender
 
 
 class SequenceBackbone(keras.layers.Layer):
@@ -58,7 +58,7 @@ class SequenceBackbone(keras.layers.Layer):
         return config
 
 
-class SequentialRecommender(keras.Model):
+class SequentialRecommender(TopKRecommender):
     """A next-item model: `backbone` over the history, `NextItemHead` tied to its items.
 
     Calling the model on preprocessed inputs returns the backbone's named
@@ -114,11 +114,6 @@ class SequentialRecommender(keras.Model):
         self.head = NextItemHead(backbone.item_embedding, name="next_item", **self.head_config)
 
     # ------------------------------------------------------------ properties
-    @property
-    def tasks(self) -> tuple:
-        """No pointwise tasks: the targets are the next items."""
-        return ()
-
     @property
     def item_feature(self) -> str:
         """The feature whose vocabulary names the recommended items."""
@@ -188,10 +183,6 @@ class SequentialRecommender(keras.Model):
         exclude = self._ids(inputs) if exclude_history else None
         return top_k_items(self.score_all(inputs), k, exclude)
 
-    def predict_outputs(self, inputs, k: int = 10) -> dict:
-        """The served outputs: the top-k `item_ids` (internal) and their `scores`."""
-        return self.recommend(inputs, k=k)
-
     def candidate_embeddings(self, ids):
         """(B, d) vectors the model scores histories against, for internal item ids."""
         return self.head.item_vectors(ids)
@@ -201,31 +192,6 @@ class SequentialRecommender(keras.Model):
             return
         self.call(ops.ones((2, self.max_length), "int32"), training=False)
         self.built = True
-
-    # --------------------------------------------------------------- compile
-    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
-        """Keras `compile` (the loss is the head's); sums repeated sparse rows on TF."""
-        if jit_compile is None:
-            jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        sum_repeated_sparse_gradients(self.optimizer)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """Keras `fit`; a `tf.data.Dataset` is not reshuffled (it shuffles itself)."""
-        if "shuffle" not in kwargs and "tensorflow" in type(x).__module__:
-            kwargs["shuffle"] = False
-        return super().fit(x, y, *args, **kwargs)
-
-    # ---------------------------------------------------------------- export
-    def export(self, base_dir: str, version: int | None = None, **kwargs) -> str:
-        """Writes a top-k retrieval SavedModel to `base_dir/<version>/`.
-
-        See `keras_recsys.export.export_model`: `serving_default` takes the
-        raw history and returns `item_ids` (raw) and `scores`.
-        """
-        from keras_recsys.export import export_model
-
-        return export_model(self, base_dir, version=version, **kwargs)
 
     # --------------------------------------------------------- serialization
     def backbone_config(self) -> dict[str, Any]:
