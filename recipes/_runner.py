@@ -16,6 +16,7 @@ import subprocess
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results")
 SEEDS = (0, 1, 2)
+README_PATH = os.path.join(HERE, "README.md")
 
 
 def seeds_and_out(parser: argparse.ArgumentParser) -> tuple[list[int], str | None, object]:
@@ -58,3 +59,18 @@ def machine() -> str:
     except (OSError, subprocess.SubprocessError):
         gpu = ""
     return f"{line}; GPU: {gpu}" if gpu else line
+
+
+def replace_readme_table(begin: str, end: str, text: str) -> None:
+    """Replaces what stands between the markers `begin` and `end` of
+    recipes/README.md with `text` (nothing happens where a marker is missing)."""
+    if not os.path.exists(README_PATH):
+        return
+    with open(README_PATH) as f:
+        readme = f.read()
+    if begin not in readme or end not in readme:
+        return
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(README_PATH, "w") as f:
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")

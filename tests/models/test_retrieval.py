@@ -159,3 +159,15 @@ def test_two_tower_checks_its_features(movielens_pairs):
         TwoTower(spec, candidate_features=["history"])
     with pytest.raises(ValueError, match="not in the spec"):
         TwoTower(spec, candidate_features=["movie"])
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the serving preprocessing is TensorFlow")
+def test_a_query_feature_missing_at_serving_is_named(movielens_pairs):
+    from keras_recsys.features.preprocessor import Preprocessor
+
+    pairs, _ = movielens_pairs
+    model = _two_tower(pairs)
+    served = Preprocessor(model.spec, inputs=model.serving_features)
+    assert set(served.input_signature()) == {"user_id", "history"}
+    with pytest.raises(KeyError, match="Feature 'history' is missing from the input"):
+        served({"user_id": np.array([1, 2])})
