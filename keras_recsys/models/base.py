@@ -15,6 +15,7 @@ from keras_recsys.layers.interaction.linear import LinearTerm
 from keras_recsys.layers.scenario.indicator import ScenarioIndicatorTower, scenario_tower_config
 from keras_recsys.tasks import Task, as_tasks, column_labels, compile_defaults
 from keras_recsys.training import gradnorm, loss_combiner
+from keras_recsys.training.compile_config import RememberedCompile
 from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
 
 
@@ -22,7 +23,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
 
 
-class RecModel(keras.Model):
+class RecModel(RememberedCompile, keras.Model):
     """A Keras model built from a fitted `FeatureSpec` and a list of `Task`s.
 
     Subclasses create their layers in `__init__` (after calling
@@ -369,19 +370,6 @@ class RecModel(keras.Model):
             )
         finally:
             self._gradnorm_norms = None
-
-    def get_compile_config(self):
-        args = getattr(self, "_recsys_compile_args", None)
-        if args is None:
-            return None
-        args = dict(args, optimizer=self.optimizer)
-        return {k: keras.saving.serialize_keras_object(v) for k, v in args.items()}
-
-    def compile_from_config(self, config):
-        config = {k: keras.saving.deserialize_keras_object(v) for k, v in config.items()}
-        self.compile(**config)
-        if self.built and self.optimizer is not None:
-            self.optimizer.build(self.trainable_variables)
 
     # ---------------------------------------------------------------- export
     def export(self, base_dir: str, version: int | None = None, **kwargs) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import keras
 
+from keras_recsys.training.compile_config import RememberedCompile
 from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
 
 
-class TopKRecommender(keras.Model):
+class TopKRecommender(RememberedCompile, keras.Model):
     """Base of retrieval and next-item models: `recommend` returns the top k items.
 
     Subclasses implement `score_all(inputs) -> (B, V)`, `recommend`,
@@ -34,19 +35,6 @@ class TopKRecommender(keras.Model):
             jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         sum_repeated_sparse_gradients(self.optimizer)
-
-    def get_compile_config(self):
-        args = getattr(self, "_recsys_compile_args", None)
-        if args is None:
-            return None
-        args = dict(args, optimizer=self.optimizer)
-        return {k: keras.saving.serialize_keras_object(v) for k, v in args.items()}
-
-    def compile_from_config(self, config):
-        config = {k: keras.saving.deserialize_keras_object(v) for k, v in config.items()}
-        self.compile(**config)
-        if self.built and self.optimizer is not None:
-            self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`; a `tf.data.Dataset` is not reshuffled (it shuffles itself)."""
