@@ -132,7 +132,7 @@ def main():
         "data": {"users": int(len(test)), "training_rows": int(len(pairs))},
         "arms": {
             "popularity": "most popular training items",
-            "two_tower": "TwoTower (user id + last 20 movies | movie id), 64-32, cosine, τ 0.05, logQ",
+            "two_tower": "TwoTower (user id + last 20 movies; movie id), 64-32, cosine, τ 0.05, logQ",
         },
         "training": {
             "two_tower": {
