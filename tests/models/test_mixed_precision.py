@@ -51,4 +51,3 @@ def test_ranking_families_train_in_mixed_bfloat16(
     x = next(iter(kr.data.from_pandas(scenario_train.head(8), model, labels=False)))
     logits = model(x)
     assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in logits.values())
-
