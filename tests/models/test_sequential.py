@@ -118,11 +118,23 @@ def test_histories_longer_than_max_length_keep_the_most_recent(beauty):
     b = spec.sequence_ids("history", recent)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (4, MAX_LENGTH)
-    # Unseen items are ignored: the same scores as without them.
-    with_unseen = spec.sequence_ids("history", [list(h) + [-5] for h in recent])
+    # Unseen items are ignored, the latest one too: the same scores as without them.
+    known = [h[-(MAX_LENGTH - 2) :] for h in recent]
+    with_unseen = spec.sequence_ids("history", [[-7] + h[:3] + [-6] + h[3:] + [-5] for h in known])
     assert (with_unseen[:, -1] == 1).all()
+    np.testing.assert_allclose(
+        _np(model.score_all({"history": with_unseen})),
+        _np(model.score_all({"history": spec.sequence_ids("history", known)})),
+        atol=1e-5,
+    )
+    # An empty history answers: every score equal, so the top k are the first
+    # (most frequent) vocabulary ids.
     empty = spec.sequence_ids("history", [[]])
-    assert np.isfinite(_np(model.score_all({"history": empty}))).all()
+    scores = _np(model.score_all({"history": empty}))
+    assert np.isfinite(scores).all()
+    np.testing.assert_array_equal(
+        _np(model.recommend({"history": empty}, k=3)["item_ids"]), [[2, 3, 4]]
+    )
 
 
 def test_bad_arguments_are_named(beauty):

@@ -134,11 +134,16 @@ class SequentialRecommender(TopKRecommender):
 
     # ------------------------------------------------------------- computing
     def call(self, inputs, training=None) -> dict:
-        return self.backbone(self._ids(inputs), training=training)
+        return self.backbone(self._ids(inputs, training), training=training)
 
-    def _ids(self, inputs):
+    def _ids(self, inputs, training=None):
+        """The history ids; at inference with unseen items dropped (`known_items_last`).
+
+        Not in training, where the targets are aligned with the positions.
+        """
         ids = inputs[self.history_feature] if isinstance(inputs, dict) else inputs
-        return ops.cast(ids, "int32")
+        ids = ops.cast(ids, "int32")
+        return ids if training else known_items_last(ids)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets = y_pred.get("targets", y) if isinstance(y_pred, dict) else y
@@ -236,6 +241,22 @@ def sequence_dims(spec: FeatureSpec, history: str | None) -> tuple[int, int, int
     """(num_items V, embedding size d, max_length L) of a spec's history feature."""
     name = history_feature(spec, history)
     return spec.input_dim(name), spec.embedding_dim(name), spec[name].max_length
+
+
+def known_items_last(ids):
+    """(B, L) ids with unseen items (1) dropped: known items keep their order, right-aligned.
+
+    The preprocessing maps an unseen item to the out-of-vocabulary id 1 in
+    place; a next-item model reads its query at the last position, so an
+    unseen latest item would leave it nothing to read. Moving the known
+    items to the end (a stable partition) makes the query the latest known
+    item's, as if the unseen ones were never in the history.
+    """
+    length = ops.shape(ids)[1]
+    known = ops.cast(item_mask(ids), "int32")
+    order = ops.argsort(known * length + ops.arange(length, dtype="int32"), axis=-1)
+    moved = ops.take_along_axis(ids, order, axis=-1)
+    return ops.where(item_mask(moved), moved, ops.zeros_like(moved))
 
 
 def item_mask(ids):

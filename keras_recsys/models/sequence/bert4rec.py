@@ -145,7 +145,7 @@ class BERT4Rec(SequentialRecommender):
         self.build()
 
     def call(self, inputs, training=None):
-        ids = self._ids(inputs)
+        ids = self._ids(inputs, training)
         if not training:
             return self.backbone(ids, training=training)
         draw = keras.random.uniform(ops.shape(ids), seed=self.cloze_seed)
