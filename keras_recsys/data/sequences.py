@@ -26,6 +26,7 @@ def next_item_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     drop_remainder: bool = False,
+    column: str | None = None,
 ) -> tf.data.Dataset:
     """`(inputs, targets)` batches for training a next-item model on whole sequences.
 
@@ -40,13 +41,20 @@ def next_item_dataset(
       model masks positions itself.
 
     Targets are internal ids with 0 where there is no target (padding).
+    `column`: the column holding the sequences when it is not the history
+    feature's (e.g. "item_id", the training frame of `leave_one_out`).
 
     Example:
 
-    >>> train = kr.data.next_item_dataset(train_df, model, batch_size=256, shuffle=True)
+    >>> train, valid, test = dataset.leave_one_out()
+    >>> data = kr.data.next_item_dataset(train, model, shuffle=True, column="item_id")
     >>> model.fit(train, epochs=10)
     """
     name = model.history_feature
+    if column is not None and column != model.spec[name].column:
+        if column not in df.columns:
+            raise KeyError(f"Column '{column}' is not in the data: {list(df.columns)[:12]}.")
+        df = df[[column]].rename(columns={column: model.spec[name].column})
     spec = _longer_spec(model.spec, name, 1)
     dataset = from_pandas(
         df,

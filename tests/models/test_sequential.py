@@ -100,7 +100,8 @@ def test_next_item_dataset_pairs_every_position_with_the_next_item(beauty):
     spec, train, _, _ = beauty
     for name in ("sasrec", "bert4rec"):
         model = BUILDERS[name](spec)
-        x, y = next(iter(kr.data.next_item_dataset(train.head(8), model, batch_size=8)))
+        frame = train.head(8).rename(columns={"history": "item_id"})
+        x, y = next(iter(kr.data.next_item_dataset(frame, model, batch_size=8, column="item_id")))
         ids = spec.sequence_ids("history", train["history"].head(8), MAX_LENGTH + 1)
         if name == "sasrec":
             np.testing.assert_array_equal(x["history"].numpy(), ids[:, :-1])
