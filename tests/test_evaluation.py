@@ -66,6 +66,8 @@ def random_case(seed=0, num_queries=60, num_items=50, history=8, tie_decimals=1)
     exclude[:, history // 2 :] *= rng.random((num_queries, history - history // 2)) < 0.5
     exclude[0, 0] = targets[0]  # a history holding the target (repeat consumption)
     exclude[1, :] = 0  # an empty history
+    exclude[2, :4] = exclude[2, 0]  # one item seen four times
+    exclude[4, :2] = 1  # out-of-vocabulary ids, never candidates
     return scores, targets, exclude
 
 
