@@ -13,6 +13,12 @@ takes one batch-major tensor per input feature, named after the feature:
 
 It returns one tensor per model output, named after the task: shape (B,)
 for binary and regression tasks, (B, num_classes) for multiclass tasks.
+Retrieval and next-item models (`TopKRecommender`) return `item_ids` (B, k),
+the recommended items' raw ids as the data had them, and their `scores`
+(B, k), with the query's history excluded; a two-tower model takes only its
+query features. They also get an `item_embeddings` signature: raw `item_id`
+(B,) in, the (B, d) vectors the model scores queries against out, for
+external indexes.
 The directory layout is TF Serving's `<base_dir>/<version>/saved_model.pb`
 with warm-up requests in `assets.extra/tf_serving_warmup_requests`.
 """
