@@ -151,7 +151,14 @@ def test_bad_arguments_are_named(beauty):
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="export runs under TensorFlow here")
-@pytest.mark.parametrize("name", ["sasrec", pytest.param("bert4rec", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sasrec",
+        pytest.param("bert4rec", marks=pytest.mark.slow),
+        pytest.param("gru4rec", marks=pytest.mark.slow),
+    ],
+)
 def test_export_answers_like_the_model(name, beauty, tmp_path):
     spec, train, _, test = beauty
     model = BUILDERS[name](spec)
