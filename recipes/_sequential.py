@@ -99,12 +99,6 @@ class Arm:
     training: Training = field(default_factory=Training)
 
 
-def _pairs(model, sequences: np.ndarray):
-    if model.target_style == "cloze":
-        return {"history": sequences[:, 1:]}, sequences[:, 1:]
-    return {"history": sequences[:, :-1]}, sequences[:, 1:]
-
-
 def _scores_fn(model):
     scorer = model.scorer()
     return lambda batch: scorer.predict_on_batch(batch)
@@ -114,6 +108,39 @@ def evaluate(model, history, target, batch_size: int = 512) -> dict:
     return kr.evaluation.evaluate_full_ranking(
         _scores_fn(model), history, target, exclude=history, ks=KS, batch_size=batch_size
     )
+
+
+def fit_with_early_stopping(model, fit, validate, training: Training, start: float) -> dict:
+    """Trains `eval_every` epochs at a time (`fit(epochs)`) while `validate()`'s NDCG@10
+    improves within `patience` checks (and `max_epochs`, `max_seconds` since `start`);
+    leaves the model with its best weights.
+
+    Returns {"epochs", "best_epoch", "validation_curve", "stopped"}.
+    """
+    best, best_weights, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
+    curve, stopped = [], "max_epochs"
+    while epoch < training.max_epochs:
+        if waited >= training.patience:
+            stopped = "patience"
+            break
+        if training.max_seconds is not None and time.time() - start > training.max_seconds:
+            stopped = "time budget"
+            break
+        fit(training.eval_every)
+        epoch += training.eval_every
+        valid = validate()
+        curve.append({"epoch": epoch, "NDCG@10": valid["NDCG@10"], "HR@10": valid["HR@10"]})
+        if valid["NDCG@10"] > best:
+            best, best_weights, best_epoch, waited = valid["NDCG@10"], model.get_weights(), epoch, 0
+        else:
+            waited += 1
+    model.set_weights(best_weights)
+    return {
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "validation_curve": curve,
+        "stopped": stopped,
+    }
 
 
 def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
@@ -139,35 +166,18 @@ def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
     model = arm.build(data.spec, seed)
     training = arm.training
     model.compile(optimizer=keras.optimizers.Adam(training.learning_rate))
-    x, y = _pairs(model, data.train)
-    best, best_weights, best_epoch, waited, epoch = -1.0, None, 0, 0, 0
-    history = []
-    stopped = "patience"
-    while epoch < training.max_epochs and waited < training.patience:
-        if training.max_seconds is not None and time.time() - start > training.max_seconds:
-            stopped = "time budget"
-            break
-        model.fit(
-            x, y, batch_size=training.batch_size, epochs=training.eval_every, verbose=0,
-            shuffle=True,
-        )  # fmt: skip
-        epoch += training.eval_every
-        valid = evaluate(model, data.valid_history, data.valid_target)
-        history.append({"epoch": epoch, "NDCG@10": valid["NDCG@10"], "HR@10": valid["HR@10"]})
-        if valid["NDCG@10"] > best:
-            best, best_weights, best_epoch, waited = valid["NDCG@10"], model.get_weights(), epoch, 0
-        else:
-            waited += 1
-    model.set_weights(best_weights)
+    x, y = model.training_pair(data.train)
+
+    def fit(epochs):
+        model.fit(x, y, batch_size=training.batch_size, epochs=epochs, verbose=0, shuffle=True)
+
+    stopping = fit_with_early_stopping(
+        model, fit, lambda: evaluate(model, data.valid_history, data.valid_target), training, start
+    )
     return {
         "valid": evaluate(model, data.valid_history, data.valid_target),
         "test": evaluate(model, data.test_history, data.test_target),
-        "epochs": epoch,
-        "best_epoch": best_epoch,
-        "stopped": stopped
-        if waited >= training.patience or stopped != "patience"
-        else "max_epochs",
-        "validation_curve": history,
+        **stopping,
         "seconds": round(time.time() - start, 1),
     }
 

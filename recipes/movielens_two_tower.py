@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import time
+from dataclasses import asdict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +27,8 @@ from _runner import machine, seeds_and_out, write_report  # noqa: E402
 
 import keras_recsys as kr  # noqa: E402
 
-HISTORY, EPOCHS, PATIENCE = 20, 30, 3
+HISTORY = 20
+TRAINING = sequential.Training(max_epochs=30, batch_size=1024, eval_every=1, patience=3)
 
 
 def load():
@@ -74,26 +76,21 @@ def train_two_tower(spec, pairs, valid, test, seed):
     )
     counts = np.bincount(spec.lookup("item_id", pairs["item_id"]), minlength=model.num_items)
     model.set_candidate_frequencies(counts)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    data = kr.data.from_pandas(pairs, model, batch_size=1024, shuffle=True, seed=seed)
-    best, weights, best_epoch, waited, curve = -1.0, None, 0, 0, []
-    for epoch in range(1, EPOCHS + 1):
-        model.fit(data, epochs=1, verbose=0)
-        ndcg = evaluate(model.score_all, spec, valid)["NDCG@10"]
-        curve.append({"epoch": epoch, "NDCG@10": ndcg})
-        if ndcg > best:
-            best, weights, best_epoch, waited = ndcg, model.get_weights(), epoch, 0
-        else:
-            waited += 1
-            if waited >= PATIENCE:
-                break
-    model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.Adam(TRAINING.learning_rate))
+    data = kr.data.from_pandas(
+        pairs, model, batch_size=TRAINING.batch_size, shuffle=True, seed=seed
+    )
+    stopping = sequential.fit_with_early_stopping(
+        model,
+        lambda epochs: model.fit(data, epochs=epochs, verbose=0),
+        lambda: evaluate(model.score_all, spec, valid),
+        TRAINING,
+        start,
+    )
     return {
         "valid": evaluate(model.score_all, spec, valid),
         "test": evaluate(model.score_all, spec, test),
-        "epochs": epoch,
-        "best_epoch": best_epoch,
-        "validation_curve": curve,
+        **stopping,
         "seconds": round(time.time() - start, 1),
     }
 
@@ -134,14 +131,7 @@ def main():
             "popularity": "most popular training items",
             "two_tower": "TwoTower (user id + last 20 movies; movie id), 64-32, cosine, τ 0.05, logQ",
         },
-        "training": {
-            "two_tower": {
-                "batch_size": 1024,
-                "learning_rate": 1e-3,
-                "max_epochs": EPOCHS,
-                "patience": PATIENCE,
-            }
-        },
+        "training": {"two_tower": asdict(TRAINING)},
         "seeds": list(seeds),
         "summary": {arm: sequential._summary(r) for arm, r in runs.items()},
         "runs": runs,

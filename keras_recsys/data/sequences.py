@@ -48,7 +48,7 @@ def next_item_dataset(
 
     >>> train, valid, test = dataset.leave_one_out()
     >>> data = kr.data.next_item_dataset(train, model, shuffle=True, column="item_id")
-    >>> model.fit(train, epochs=10)
+    >>> model.fit(data, epochs=10)
     """
     name = model.history_feature
     if column is not None and column != model.spec[name].column:
@@ -65,16 +65,10 @@ def next_item_dataset(
         labels=False,
         drop_remainder=drop_remainder,
     )
-    cloze = model.target_style == "cloze"
 
     def split(features):
-        ids = features[name]
-        inputs = dict(features)
-        if cloze:
-            inputs[name] = ids[:, 1:]
-            return inputs, ids[:, 1:]
-        inputs[name] = ids[:, :-1]
-        return inputs, ids[:, 1:]
+        inputs, targets = model.training_pair(features[name])
+        return {**features, **inputs}, targets
 
     return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -38,10 +38,7 @@ BUILDERS = {
 
 
 def _arrays(spec, frame, model):
-    ids = spec.sequence_ids("history", frame["history"], MAX_LENGTH + 1)
-    if model.target_style == "cloze":
-        return {"history": ids[:, 1:]}, ids[:, 1:]
-    return {"history": ids[:, :-1]}, ids[:, 1:]
+    return model.training_pair(spec.sequence_ids("history", frame["history"], MAX_LENGTH + 1))
 
 
 @pytest.mark.multibackend

@@ -132,6 +132,17 @@ class SequentialRecommender(TopKRecommender):
         """The (V, d) item embeddings shared by the backbone and the head."""
         return self.backbone.item_embedding.embeddings
 
+    def training_pair(self, ids):
+        """(inputs, targets) from (B, max_length + 1) ids, as this model trains.
+
+        "shifted" (SASRec, GRU4Rec): inputs ids[:, :-1], targets ids[:, 1:];
+        "cloze" (BERT4Rec): both the latest `max_length` ids. Plain slicing, so
+        NumPy arrays and tf.data tensors alike (`kr.data.next_item_dataset`).
+        """
+        if self.target_style == "cloze":
+            return {self.history_feature: ids[:, 1:]}, ids[:, 1:]
+        return {self.history_feature: ids[:, :-1]}, ids[:, 1:]
+
     # ------------------------------------------------------------- computing
     def call(self, inputs, training=None) -> dict:
         return self.backbone(self._ids(inputs, training), training=training)
