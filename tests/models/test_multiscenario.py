@@ -48,7 +48,11 @@ BUILDERS = {
     "hmoe": lambda spec: kr.models.HMoE(spec, TASKS, bottom_units=[16], tower_units=[8]),
     "star": lambda spec: kr.models.STAR(spec, TASKS, hidden_units=[16]),
     "pepnet": lambda spec: kr.models.PEPNet(
-        spec, TASKS, hidden_units=[16, 8], gate_features=["worker_group", "sex"]
+        spec,
+        TASKS,
+        hidden_units=[16, 8],
+        epnet_features=["worker_group"],
+        ppnet_features=["sex", "education"],
     ),
     "m2m": lambda spec: kr.models.M2M(
         spec, TASKS, num_experts=2, expert_units=[16], num_tower_layers=1
@@ -95,7 +99,7 @@ def test_scenario_tower_adds_its_logit_to_every_task(scenario_spec, scenario_dat
     shallow = _np(model.scenario_logit_tower(x))
     out = model.predict_outputs(x)
     for k, task in enumerate(TASKS):
-        want = 1 / (1 + np.exp(-(_np(main[task]) + shallow[:, k : k + 1])))
+        want = 1 / (1 + np.exp(-(_np(main[task])[:, 0] + shallow[:, k])))
         np.testing.assert_allclose(_np(out[task]), want, rtol=1e-5, atol=1e-6)
     # Any model can add the tower.
     deepfm = kr.models.DeepFM(scenario_spec, TASKS, hidden_units=[8], scenario_tower=True)
@@ -103,7 +107,7 @@ def test_scenario_tower_adds_its_logit_to_every_task(scenario_spec, scenario_dat
     base = deepfm.compute_logits(x)
     np.testing.assert_allclose(
         _np(deepfm.predict_outputs(x)["income"]),
-        1 / (1 + np.exp(-(_np(base["income"]) + tower[:, :1]))),
+        1 / (1 + np.exp(-(_np(base["income"])[:, 0] + tower[:, 0]))),
         rtol=1e-5,
         atol=1e-6,
     )
@@ -136,6 +140,101 @@ def test_models_need_a_scenario_feature(census_spec):
         kr.models.DNN(census_spec, "income", scenario_tower=True)
     with pytest.raises(ValueError, match="not embedded fields"):
         kr.models.PEPNet(census_spec, "income", gate_features=["nope"])
+    with pytest.raises(ValueError, match="role='scenario'"):
+        kr.models.PEPNet(census_spec, "income")  # EPNet's default features
+    with pytest.raises(ValueError, match=r"ppnet_features \['nope'\] are not embedded"):
+        kr.models.PEPNet(census_spec, "income", epnet_features=["sex"], ppnet_features=["nope"])
+
+
+def _numpy_gate(gate, x):
+    """`PersonalizedGate` in numpy from its weights: γ·σ(W2 relu(W1 x + b1) + b2)."""
+    w1, b1 = (_np(w) for w in gate.hidden.weights)
+    w2, b2 = (_np(w) for w in gate.output_layer.weights)
+    return gate.scale / (1 + np.exp(-(np.maximum(x @ w1 + b1, 0) @ w2 + b2)))
+
+
+def _numpy_pepnet(model, x):
+    """PEPNet's logits in numpy: EPNet on the domain features, then PPNet gating
+    the input of every tower layer (the first one and the head included)."""
+    embedded = model.embedding(x)
+    fields = {k: _np(v) for k, v in embedded["fields"].items()}
+    dense = _np(embedded["dense"])
+    names = model.field_names
+    x0 = np.concatenate([fields[f] for f in names] + [dense], axis=-1)
+    domain = np.concatenate([fields[f] for f in model.epnet_features], axis=-1)
+    delta = _numpy_gate(model.embedding_gate, np.concatenate([domain, x0], axis=-1))
+    xs = np.concatenate(
+        [fields[f] * delta[:, i : i + 1] for i, f in enumerate(names)] + [dense], -1
+    )
+    prior = np.concatenate([fields[f] for f in model.ppnet_features], axis=-1)
+    gate_input = np.concatenate([prior, xs], axis=-1)
+    logits = {}
+    for k, task in enumerate(model.task_names):
+        h = xs
+        gates = [model.unit_gates[f"layer_{i}"] for i in range(len(model.hidden_units))]
+        layers = [model.tower_layers[f"{task}_{i}"] for i in range(len(model.hidden_units))]
+        for gate, layer in zip(gates, layers):
+            width = h.shape[1]
+            h = h * _numpy_gate(gate, gate_input)[:, k * width : (k + 1) * width]
+            kernel, bias = (_np(w) for w in layer.weights)
+            h = np.maximum(h @ kernel + bias, 0)
+        width = h.shape[1]
+        h = h * _numpy_gate(model.unit_gates["head"], gate_input)[:, k * width : (k + 1) * width]
+        kernel, bias = (_np(w) for w in model.heads.heads[task].weights)
+        logits[task] = h @ kernel + bias
+    return logits, xs
+
+
+@pytest.mark.multibackend
+def test_pepnet_gates_every_layer_input_against_numpy(scenario_spec, scenario_data):
+    """EPNet reads the domain features, PPNet the prior (id) features, and PPNet
+    scales the input of every tower layer, the first one (the EPNet output)
+    and the heads' included (Chang et al., 2023, PPNet)."""
+    keras.utils.set_random_seed(0)
+    model = kr.models.PEPNet(
+        scenario_spec,
+        TASKS,
+        hidden_units=[6, 5],
+        gate_hidden_units=7,
+        epnet_features=["worker_group"],
+        ppnet_features=["sex", "education"],
+    )
+    x = _batch(model, scenario_data[1].head(32))
+    want, xs = _numpy_pepnet(model, x)
+    got = model.compute_logits(x)
+    for task in TASKS:
+        np.testing.assert_allclose(_np(got[task]), want[task], rtol=1e-4, atol=1e-5)
+    width = xs.shape[1]  # the first layer's input: every field embedding and numeric
+    assert model.unit_gates["layer_0"].units == len(TASKS) * width
+    assert [model.unit_gates[n].units for n in ("layer_1", "head")] == [2 * 6, 2 * 5]
+    gated = model.gated_tower_inputs(x)
+    np.testing.assert_allclose(_np(gated["x"]), xs, rtol=1e-5, atol=1e-6)
+    assert sorted(gated["scales"]) == ["head", "layer_0", "layer_1"]
+
+
+def test_pepnet_gate_features_config(scenario_spec):
+    """Separate EPNet / PPNet features survive a round trip; a config written with
+    the one `gate_features` list loads, giving both gates that list; the
+    defaults are the scenario feature."""
+    model = kr.models.PEPNet(
+        scenario_spec, TASKS, hidden_units=[4], epnet_features=["worker_group"],
+        ppnet_features=["sex"],
+    )  # fmt: skip
+    config = model.get_config()
+    assert (config["epnet_features"], config["ppnet_features"]) == (["worker_group"], ["sex"])
+    assert "gate_features" not in config
+    assert kr.models.PEPNet.from_config(config).get_config() == config
+    old = {k: v for k, v in config.items() if not k.endswith("net_features")}
+    old["gate_features"] = ["worker_group", "sex"]
+    loaded = kr.models.PEPNet.from_config(old)
+    assert loaded.epnet_features == loaded.ppnet_features == ["worker_group", "sex"]
+    default = kr.models.PEPNet(scenario_spec, TASKS, hidden_units=[4])
+    assert default.epnet_features == default.ppnet_features == ["worker_group"]
+    # PPNet alone needs no scenario feature, only its own.
+    lhuc = kr.models.PEPNet(
+        scenario_spec, TASKS, hidden_units=[4], epnet=False, ppnet_features=["sex"]
+    )
+    assert lhuc.embedding_gate is None and lhuc.ppnet_features == ["sex"]
 
 
 def test_split_merge_routes_each_example_to_its_own_tower(scenario_spec, scenario_data):

@@ -11,11 +11,14 @@ class PersonalizedGate(keras.layers.Layer):
     """g = γ · sigmoid(W_2 act(W_1 x + b_1) + b_2), in (0, γ), γ = 2 by default.
 
     A gate network on personalization or scenario features x whose output
-    scales embeddings (one scale per field: EPNet) or hidden units (one per
-    unit: LHUC, PPNet); γ = 2 lets a scale both damp (< 1) and amplify
-    (> 1) what it multiplies, and the scale is 1 where the gate's logit is
-    0. With `hidden_units=0` the gate is one layer:
-    g = γ · sigmoid(W x + b) (LHUC's parameterization).
+    scales embeddings (one scale per field: EPNet, gated on domain
+    features), hidden units (one per unit: LHUC) or the input of every
+    layer of a network (one per input unit, the first layer included:
+    PPNet, gated on user / item ids); γ = 2 lets a scale both damp (< 1)
+    and amplify (> 1) what it multiplies, and the scale is 1 where the
+    gate's logit is 0. With `hidden_units=0` the gate is one layer:
+    g = γ · sigmoid(W x + b) (LHUC's parameterization). The paper calls
+    this layer Gate NU.
 
     References: Swietojanski & Renals, 2014, "Learning Hidden Unit
     Contributions for Unsupervised Speaker Adaptation of Neural Network

@@ -119,6 +119,20 @@ class DCN(RecModel):
             hidden = ops.concatenate([crossed, self.mlp(x0, training=training)], axis=-1)
         return self.heads(hidden)
 
+    def gradnorm_variables(self) -> list:
+        """GradNorm's W: the last layer(s) whose output the task heads share (the
+        paper's choice): the MLP's last layer when stacked, the last cross layer
+        and the MLP's last layer when parallel (both feed the heads), the last
+        cross layer without an MLP; the embedding tables when there is neither."""
+        last = []
+        if self.cross_layers and (self.mlp is None or self.structure == "parallel"):
+            last.append(self.cross_layers[-1])
+        if self.mlp is not None:
+            last.append(self.mlp.dense_layers[-1])
+        if not last:
+            return super().gradnorm_variables()
+        return [v for layer in last for v in layer.trainable_variables]
+
     def hyperparameters(self):
         return {
             "version": self.version,

@@ -67,6 +67,14 @@ class DeepFM(RecModel):
         deep = self.heads(self.mlp(x0, training=training))
         return {name: linear[name] + fm + deep[name] for name in self.task_names}
 
+    def gradnorm_variables(self) -> list:
+        """GradNorm's W: the MLP's last layer, the last one the task heads share
+        (the paper's choice; the FM term has no weights of its own and the LR
+        part is per task); the embedding tables when `hidden_units` is empty."""
+        if not self.mlp.dense_layers:
+            return super().gradnorm_variables()
+        return list(self.mlp.dense_layers[-1].trainable_variables)
+
     def hyperparameters(self):
         return {
             "hidden_units": self.hidden_units,

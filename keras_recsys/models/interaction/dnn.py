@@ -56,6 +56,13 @@ class DNN(RecModel):
         x0 = self.concat_inputs(self.embedding(inputs))
         return self.heads(self.mlp(x0, training=training))
 
+    def gradnorm_variables(self) -> list:
+        """GradNorm's W: the MLP's last layer, the last one the task heads share
+        (the paper's choice); the embedding tables when `hidden_units` is empty."""
+        if not self.mlp.dense_layers:
+            return super().gradnorm_variables()
+        return list(self.mlp.dense_layers[-1].trainable_variables)
+
     def hyperparameters(self):
         return {
             "hidden_units": self.hidden_units,

@@ -61,6 +61,14 @@ class WideAndDeep(RecModel):
         deep = self.heads(self.deep(self.concat_inputs(embedded), training=training))
         return {name: wide[name] + deep[name] for name in self.task_names}
 
+    def gradnorm_variables(self) -> list:
+        """GradNorm's W: the deep MLP's last layer, the last one the task heads
+        share (the paper's choice; the wide part is per task); the embedding
+        tables when `hidden_units` is empty."""
+        if not self.deep.dense_layers:
+            return super().gradnorm_variables()
+        return list(self.deep.dense_layers[-1].trainable_variables)
+
     def hyperparameters(self):
         return {
             "hidden_units": self.hidden_units,

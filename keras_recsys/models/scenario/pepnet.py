@@ -13,44 +13,60 @@ from keras_recsys.models.base import RecModel
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
 class PEPNet(RecModel):
-    """Per-task towers whose embeddings and hidden units are scaled by gates.
+    """Per-task towers whose embeddings and layer inputs are scaled by gates.
 
-    With p = [embeddings of `gate_features`] (by default the scenario
-    feature) and x0 all field embeddings:
+    With E all field embeddings, x0 = [E, numeric features], p_ep the
+    embeddings of `epnet_features` (the paper's domain-side features; by
+    default the scenario feature) and p_pp those of `ppnet_features` (the
+    paper's user, item and author ids):
 
-    * EPNet (`epnet=True`): δ = Gate_ep([p, sg(x0)]) ∈ (0, 2)^F scales each
-      field embedding, e_f ← δ_f · e_f;
-    * PPNet (`ppnet=True`): in every layer l of every task tower t,
-      h_{t,l+1} = δ_{t,l} ⊙ act(W_{t,l} h_{t,l} + b_{t,l}) with
-      δ_{·,l} = Gate_l([p, sg(x)]) ∈ (0, 2)^{T·units_l}, x the (scaled)
-      input of the towers;
+    * EPNet (`epnet=True`): δ = Gate_ep([p_ep, sg(x0)]) ∈ (0, 2)^F scales each
+      field embedding, e_f ← δ_f · e_f, giving x (x = x0 when off);
+    * PPNet (`ppnet=True`): every layer of every task tower t takes a gated
+      input: h_{t,0} = x and
+      h_{t,l+1} = act(W_{t,l} (δ_{t,l} ⊙ h_{t,l}) + b_{t,l}), with
+      δ_{·,l} = Gate_l([p_pp, sg(x)]) ∈ (0, 2)^{T·width(h_l)} split by task;
+      the task head is the tower's last layer, so its input h_{t,L} is
+      gated too (one gate per hidden layer plus one for the heads);
 
-    each gate a `PersonalizedGate` γ·sigmoid(MLP(·)), sg the stop-gradient.
-    `epnet=False` leaves the gated hidden units alone: LHUC / PPNet. With
-    both off the model is a DNN with one tower per task.
+    each gate a `PersonalizedGate` γ·sigmoid(MLP(·)), sg the stop-gradient
+    (the gates do not train the embeddings they read through x). The paper
+    gates a layer's input, so the first layer sees the gated embeddings,
+    not only later hidden units. `epnet=False` keeps the unit gates alone:
+    LHUC / PPNet. With both off the model is a DNN with one tower per task.
 
     Reference: Chang et al., 2023, "PEPNet: Parameter and Embedding
     Personalized Network for Infusing with Personalized Prior Information"
-    (KDD); Swietojanski & Renals, 2014 (LHUC).
+    (KDD), eqs. for EPNet (δ_domain) and PPNet (δ_pnn); Swietojanski &
+    Renals, 2014 (LHUC).
 
     Args:
         spec: a fitted `FeatureSpec`.
         tasks: the tasks.
         hidden_units: widths of each task tower.
-        gate_features: names of the fields the gates read (categorical,
-            bucketized or sequence features); default: the spec's
-            `role="scenario"` feature.
+        gate_features: shorthand for the same list as `epnet_features` and
+            `ppnet_features` (how configs written before the two were
+            separate name it).
         gate_hidden_units: hidden width of every gate.
         epnet: gate the field embeddings.
-        ppnet: gate the towers' hidden units.
+        ppnet: gate the inputs of the towers' layers.
         gate_scale: γ, the upper bound of the scales.
         dropout: dropout rate after each tower layer.
         activation: activation of the tower layers.
+        epnet_features: names of the fields EPNet's gate reads (categorical,
+            bucketized or sequence features): the domain / scenario side.
+            Default: `gate_features`, else the spec's `role="scenario"`
+            feature.
+        ppnet_features: names of the fields PPNet's gates read: the
+            personalization prior (user, item, author ids in the paper).
+            Default: `gate_features`, else the EPNet features (the spec does
+            not say which fields are user or item ids; name them).
 
     Example:
 
     >>> model = kr.models.PEPNet(spec, tasks=["click", "like"],
-    ...                          gate_features=["domain", "user_id"])
+    ...                          epnet_features=["domain"],
+    ...                          ppnet_features=["user_id", "item_id", "author_id"])
     """
 
     def __init__(
@@ -65,28 +81,23 @@ class PEPNet(RecModel):
         gate_scale: float = 2.0,
         dropout: float = 0.0,
         activation: str = "relu",
+        epnet_features: Sequence[str] | None = None,
+        ppnet_features: Sequence[str] | None = None,
         **kwargs,
     ):
         super().__init__(spec, tasks, **kwargs)
-        if gate_features is None:
-            scenario = self.spec.scenario_feature
-            if scenario is None:
-                raise ValueError(
-                    "PEPNet needs `gate_features`, or a feature with role='scenario' "
-                    "in the spec to gate on."
-                )
-            gate_features = [scenario.name]
-        missing = [f for f in gate_features if f not in self.field_names]
-        if missing:
-            raise ValueError(
-                f"PEPNet gate features {missing} are not embedded fields; the fields "
-                f"are {self.field_names}."
-            )
-        self.hidden_units = [int(u) for u in hidden_units]
-        self.gate_features = list(gate_features)
-        self.gate_hidden_units = int(gate_hidden_units)
+        if epnet_features is None:
+            epnet_features = gate_features
+        if epnet_features is None and self.spec.scenario_feature is not None:
+            epnet_features = [self.spec.scenario_feature.name]
+        if ppnet_features is None:
+            ppnet_features = gate_features if gate_features is not None else epnet_features
         self.epnet = bool(epnet)
         self.ppnet = bool(ppnet)
+        self.epnet_features = self._gate_fields("epnet_features", epnet_features, self.epnet)
+        self.ppnet_features = self._gate_fields("ppnet_features", ppnet_features, self.ppnet)
+        self.hidden_units = [int(u) for u in hidden_units]
+        self.gate_hidden_units = int(gate_hidden_units)
         self.gate_scale = float(gate_scale)
         self.dropout = float(dropout)
         self.activation = activation
@@ -100,16 +111,22 @@ class PEPNet(RecModel):
             if self.epnet
             else None
         )
+        # The width of x = [field embeddings, numeric features] (`concat_inputs`).
+        input_width = sum(self.embedding.field_dims().values()) + len(self.embedding.dense)
+        # Layer l's input width: x for the first layer, then the hidden widths;
+        # the last entry is the heads' input.
+        widths = [input_width, *self.hidden_units]
+        gate_names = [f"layer_{i}" for i in range(len(self.hidden_units))] + ["head"]
         num_tasks = len(self.tasks)
         self.unit_gates = (
             {
-                f"layer_{i}": PersonalizedGate(
-                    num_tasks * u,
+                name: PersonalizedGate(
+                    num_tasks * width,
                     self.gate_hidden_units,
                     self.gate_scale,
-                    name=f"unit_gate_{i}",
+                    name=f"unit_gate_{name}",
                 )
-                for i, u in enumerate(self.hidden_units)
+                for name, width in zip(gate_names, widths)
             }
             if self.ppnet
             else {}
@@ -122,36 +139,82 @@ class PEPNet(RecModel):
         self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
         self.build_now()
 
-    def compute_logits(self, inputs, training=None):
+    def _gate_fields(self, argument: str, names, needed: bool) -> list[str] | None:
+        """The checked field names a gate reads (None when that gate is off and unnamed)."""
+        if names is None:
+            if needed:
+                raise ValueError(
+                    f"PEPNet needs `{argument}` (or `gate_features`), or a feature with "
+                    "role='scenario' in the spec to gate on."
+                )
+            return None
+        names = [names] if isinstance(names, str) else list(names)
+        if needed and not names:
+            raise ValueError(f"PEPNet `{argument}` is empty; name the fields its gate reads.")
+        missing = [f for f in names if f not in self.field_names]
+        if missing:
+            raise ValueError(
+                f"PEPNet {argument} {missing} are not embedded fields; the fields "
+                f"are {self.field_names}."
+            )
+        return names
+
+    def gated_tower_inputs(self, inputs) -> dict:
+        """The EPNet-scaled tower input x and PPNet's scales of every layer input.
+
+        Returns `{"x": (B, D), "scales": {gate name: (B, T·width)}}`, one
+        scale entry per tower layer (`layer_0`, ...) and one for the heads'
+        input (`head`), task t's scales in columns [t·width, (t+1)·width);
+        `scales` is empty when PPNet is off. For inspection and tests.
+        """
         embedded = self.embedding(inputs)
         fields = dict(embedded["fields"])
-        persona = ops.concatenate([fields[f] for f in self.gate_features], axis=-1)
         if self.embedding_gate is not None:
+            domain = ops.concatenate([fields[f] for f in self.epnet_features], axis=-1)
             general = ops.stop_gradient(self.concat_inputs(embedded))
-            scales = self.embedding_gate(ops.concatenate([persona, general], axis=-1))
+            scales = self.embedding_gate(ops.concatenate([domain, general], axis=-1))
             for i, name in enumerate(self.field_names):
                 fields[name] = fields[name] * scales[:, i : i + 1]
         x = self.concat_inputs({"fields": fields, "dense": embedded["dense"]})
-        gate_input = ops.concatenate([persona, ops.stop_gradient(x)], axis=-1)
+        unit_scales = {}
+        if self.ppnet:
+            prior = ops.concatenate([embedded["fields"][f] for f in self.ppnet_features], axis=-1)
+            gate_input = ops.concatenate([prior, ops.stop_gradient(x)], axis=-1)
+            unit_scales = {name: gate(gate_input) for name, gate in self.unit_gates.items()}
+        return {"x": x, "scales": unit_scales}
+
+    def _gated(self, h, scales, k: int):
+        """Task k's slice of a layer's scales times its input h (h when PPNet is off)."""
+        if scales is None:
+            return h
+        width = h.shape[-1]
+        return h * scales[:, k * width : (k + 1) * width]
+
+    def compute_logits(self, inputs, training=None):
+        gated = self.gated_tower_inputs(inputs)
+        scales = gated["scales"]
         act = keras.activations.get(self.activation)
-        hidden = {task: x for task in self.task_names}
-        for i, units in enumerate(self.hidden_units):
-            scales = None
-            if self.ppnet:
-                scales = self.unit_gates[f"layer_{i}"](gate_input)
+        hidden = {task: gated["x"] for task in self.task_names}
+        for i in range(len(self.hidden_units)):
+            layer_scales = scales.get(f"layer_{i}")
             for k, task in enumerate(self.task_names):
-                h = act(self.tower_layers[f"{task}_{i}"](hidden[task]))
-                if scales is not None:
-                    h = h * scales[:, k * units : (k + 1) * units]
+                h = self._gated(hidden[task], layer_scales, k)
+                h = act(self.tower_layers[f"{task}_{i}"](h))
                 if self.dropout_layer is not None:
                     h = self.dropout_layer(h, training=training)
                 hidden[task] = h
+        head_scales = scales.get("head")
+        hidden = {
+            task: self._gated(hidden[task], head_scales, k)
+            for k, task in enumerate(self.task_names)
+        }
         return self.heads(hidden)
 
     def hyperparameters(self):
         return {
             "hidden_units": self.hidden_units,
-            "gate_features": self.gate_features,
+            "epnet_features": self.epnet_features,
+            "ppnet_features": self.ppnet_features,
             "gate_hidden_units": self.gate_hidden_units,
             "epnet": self.epnet,
             "ppnet": self.ppnet,
