@@ -7,7 +7,8 @@ prediction arrays after `model.predict`:
   scores counted one half;
 * `gauc`: group AUC, Σ_g n_g · AUC_g / Σ_g n_g over the groups (users,
   usually) that have both a positive and a negative example, n_g the
-  group's number of examples (or weight);
+  group's number of examples (or weight); examples without a group
+  (None/NaN) are left out and counted;
 * `log_loss` and `normalized_entropy`: NE = log loss / H(p̄), with
   H(p̄) = −p̄ log p̄ − (1 − p̄) log(1 − p̄) the entropy of the average label
   (He et al., 2014, "Practical Lessons from Predicting Clicks on Ads at
@@ -16,6 +17,9 @@ prediction arrays after `model.predict`:
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -87,6 +91,15 @@ def auc(labels, scores, sample_weight=None) -> float:
     return float(values[0]) if len(values) else float("nan")
 
 
+class GAUCDetails(NamedTuple):
+    """`gauc(..., return_details=True)`: the value and what it was computed on."""
+
+    gauc: float
+    groups_used: int
+    groups: int
+    rows_without_group: int
+
+
 def gauc(labels, scores, groups, sample_weight=None, return_details: bool = False):
     """Group AUC: the size-weighted mean of per-group AUCs.
 
@@ -94,19 +107,26 @@ def gauc(labels, scores, groups, sample_weight=None, return_details: bool = Fals
     number of examples of group g (the sum of their weights when
     `sample_weight` is given). Groups with one class only are skipped.
 
+    Examples whose group is missing (None, NaN, `pd.NA`) belong to no group,
+    so they are left out, counted and reported with a warning (and in
+    `return_details`) rather than pooled into a group of their own, which
+    would mix unrelated users into one AUC.
+
     Reference: Zhou et al., 2018, "Deep Interest Network for Click-Through
     Rate Prediction" (KDD), with impressions as the group weights.
 
     Args:
         labels: 0/1 labels.
         scores: predicted scores.
-        groups: group of every example (user ids, usually), any hashable values.
+        groups: group of every example (user ids, usually), any hashable
+            values; missing ones leave their example out.
         sample_weight: optional per-example weights (0 drops an example).
-        return_details: also return (number of groups used, number of groups).
+        return_details: return a `GAUCDetails` tuple instead of the value.
 
     Returns:
-        The gAUC (NaN when no group has both classes), or
-        (gAUC, groups used, groups) with `return_details`.
+        The gAUC (NaN when no group has both classes), or with
+        `return_details` the tuple (gauc, groups used, groups, rows without
+        a group), counting examples of non-zero weight.
 
     Example:
 
@@ -118,7 +138,22 @@ def gauc(labels, scores, groups, sample_weight=None, return_details: bool = Fals
         raise ValueError("groups must have one value per example.")
     keep = weights > 0
     labels, scores, weights, groups = labels[keep], scores[keep], weights[keep], groups[keep]
+    # factorize codes missing values (None, NaN, NaT, pd.NA) as -1.
     codes = pd.factorize(groups)[0].astype(np.int64)
+    without_group = codes < 0
+    dropped = int(without_group.sum())
+    if dropped:
+        warnings.warn(
+            f"gauc: {dropped} of {len(codes)} examples have no group (None/NaN) and are left out.",
+            stacklevel=2,
+        )
+        present = ~without_group
+        labels, scores, weights, codes = (
+            labels[present],
+            scores[present],
+            weights[present],
+            codes[present],
+        )
     values, sizes, valid = _grouped_auc(labels, scores, weights, codes)
     result = (
         float(np.sum(values[valid] * sizes[valid]) / np.sum(sizes[valid]))
@@ -126,7 +161,7 @@ def gauc(labels, scores, groups, sample_weight=None, return_details: bool = Fals
         else float("nan")
     )
     if return_details:
-        return result, int(valid.sum()), int(len(valid))
+        return GAUCDetails(result, int(valid.sum()), int(len(valid)), dropped)
     return result
 
 
@@ -174,9 +209,10 @@ def evaluate(
     the rows where the mask column is 1, and with its `sample_weight`
     column as weights. Binary tasks get `auc`, `logloss`, `ne` and, with
     `group_column`, `gauc` (plus `gauc_groups`, the number of groups with
-    both classes); regression tasks `rmse` and `mae`; multiclass tasks
-    `accuracy` and `logloss`. Every task also gets `count`, its number of
-    examples.
+    both classes, and `gauc_rows_without_group`, the examples left out
+    because their group is missing); regression tasks `rmse` and `mae`;
+    multiclass tasks `accuracy` and `logloss`. Every task also gets
+    `count`, its number of examples.
 
     Args:
         model: a keras_recsys model (None will do when `tasks` and
@@ -225,11 +261,12 @@ def evaluate(
             result["logloss"] = log_loss(labels[keep], scores[keep], weights[keep])
             result["ne"] = normalized_entropy(labels[keep], scores[keep], weights[keep])
             if group_column is not None:
-                value, used, _ = gauc(
+                details = gauc(
                     labels, scores, df[group_column].to_numpy(), weights, return_details=True
                 )
-                result["gauc"] = value
-                result["gauc_groups"] = used
+                result["gauc"] = details.gauc
+                result["gauc_groups"] = details.groups_used
+                result["gauc_rows_without_group"] = details.rows_without_group
         elif task.kind == "regression":
             errors = predicted.reshape(-1)[keep] - labels.reshape(-1)[keep]
             w = weights[keep]

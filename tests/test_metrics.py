@@ -48,9 +48,10 @@ def test_gauc_matches_per_group_sklearn(seed):
     labels, scores, weights, groups = _random_case(seed, groups=200)
     # Some groups with one class only: they must be skipped.
     labels[groups < 5] = 1
-    value, used, total = metrics.gauc(labels, scores, groups, return_details=True)
+    value, used, total, without_group = metrics.gauc(labels, scores, groups, return_details=True)
     assert value == pytest.approx(gauc_sklearn(labels, scores, groups), abs=1e-12)
     assert used < total == len(np.unique(groups))
+    assert without_group == 0
     assert metrics.gauc(labels, scores, groups, weights) == pytest.approx(
         gauc_sklearn(labels, scores, groups, weights), abs=1e-12
     )
@@ -68,6 +69,42 @@ def test_gauc_by_hand_and_degenerate_cases():
     assert np.isnan(metrics.gauc([1, 1], [0.2, 0.3], ["a", "b"]))
     assert np.isnan(metrics.auc([0, 0], [0.2, 0.3]))
     assert metrics.auc([0, 1, 1, 0], [0.1, 0.8, 0.4, 0.4]) == 0.875
+
+
+@pytest.mark.parametrize("missing", [None, np.nan, pd.NA], ids=["None", "nan", "pd.NA"])
+def test_gauc_leaves_out_examples_without_a_group(missing):
+    """A missing group id drops its example (counted, with a warning) instead of crashing."""
+    labels = np.array([1, 0, 1, 0, 1, 1, 0])
+    scores = np.array([0.9, 0.1, 0.8, 0.3, 0.2, 0.7, 0.6])
+    groups = np.array(["u1", "u1", missing, "u2", "u2", "u3", missing], dtype=object)
+    # By hand: u1 AUC 1 (2 rows), u2 AUC 0 (2 rows), u3 one class only.
+    present = np.array([g is not missing for g in groups])
+    assert gauc_sklearn(labels[present], scores[present], groups[present]) == 0.5
+    with pytest.warns(UserWarning, match=r"2 of 7 examples have no group"):
+        details = metrics.gauc(labels, scores, groups, return_details=True)
+    assert details == (0.5, 2, 3, 2)
+    assert details.rows_without_group == 2
+    # The same with float group ids, NaN the missing one, and weights (0 drops a row).
+    numbered = np.array([1.0, 1.0, np.nan, 2.0, 2.0, 3.0, np.nan])
+    weights = np.array([1.0, 2.0, 1.0, 0.5, 1.0, 1.0, 0.0])
+    with pytest.warns(UserWarning, match=r"1 of 6 examples have no group"):
+        value = metrics.gauc(labels, scores, numbered, weights)
+    keep = ~np.isnan(numbered) & (weights > 0)
+    assert value == pytest.approx(
+        gauc_sklearn(labels[keep], scores[keep], numbered[keep], weights[keep]), abs=1e-12
+    )
+
+
+def test_evaluate_counts_rows_without_a_group():
+    df = pd.DataFrame({"click": [1, 0, 1, 0, 1], "user": ["u1", "u1", None, "u2", "u2"]})
+    predictions = {"click": np.array([[0.9], [0.1], [0.8], [0.3], [0.2]])}
+    with pytest.warns(UserWarning, match=r"1 of 5 examples have no group"):
+        result = metrics.evaluate(
+            None, df, group_column="user", tasks=["click"], predictions=predictions
+        )["click"]
+    assert result["gauc"] == 0.5 and result["gauc_groups"] == 2
+    assert result["gauc_rows_without_group"] == 1
+    assert result["count"] == 5  # the other metrics keep every row
 
 
 def test_log_loss_and_normalized_entropy():

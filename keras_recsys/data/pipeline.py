@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 from collections.abc import Iterable
@@ -110,9 +111,11 @@ def from_pandas(
         batch_size: rows per batch.
         shuffle: reshuffle rows every epoch.
         seed: shuffle seed.
-        labels: include labels; default: when the model has tasks and every
-            label column is present (features only when none is; some
-            present and others missing is an error).
+        labels: `False` for features only (e.g. to `predict`); `None`
+            (default) or `True`: labels of every task when the tasks are
+            known (a model with tasks, or `tasks=`), and a `ValueError`
+            naming any missing label column; features only when no task
+            is known (a bare `FeatureSpec` without `tasks=`).
         tasks: tasks to read labels for, overriding the model's.
         drop_remainder: drop the last incomplete batch.
 
@@ -134,27 +137,48 @@ def from_pandas(
 
 
 def _want_labels(labels: bool | None, tasks: list[Task] | None, columns) -> bool:
-    """Whether to read labels: by default when the label columns are there.
+    """Whether to read labels; checks that every task's label column is there.
 
-    With some label columns present and others missing the data is surely
-    wrong (a model needs every task's labels), so that is an error rather
-    than a silent switch to features only.
+    Features only is asked for explicitly (`labels=False`): when the tasks
+    are known, a missing label column is an error, never a silent switch to
+    features only, because that switch surfaced much later as an opaque
+    failure inside the loss (`None values not supported`) when the column
+    name was only misspelled.
     """
-    if labels is not None:
-        if labels and tasks is None:
-            raise ValueError("labels=True needs a model with tasks (or `tasks=`).")
-        return bool(labels)
-    if tasks is None:
+    if labels is not None and not labels:
         return False
-    missing = [t for t in tasks if t.label not in columns]
-    if missing and len(missing) < len(tasks):
-        names = ", ".join(f"'{t.label}' (task '{t.name}')" for t in missing)
-        raise KeyError(
-            f"Label column(s) {names} missing from the data, while the other "
-            "tasks' label columns are present; add them, or pass labels=False "
-            "to read features only."
-        )
-    return not missing
+    if tasks is None:
+        if labels:
+            raise ValueError("labels=True needs a model with tasks (or `tasks=`).")
+        # A bare spec and no tasks: there is nothing to read labels for.
+        return False
+    _check_label_columns(tasks, columns)
+    return True
+
+
+def _check_label_columns(tasks: list[Task], columns) -> None:
+    """A ValueError naming each missing label column, its task and close matches."""
+    present = set(columns)
+    missing = [t for t in tasks if t.label not in present]
+    if not missing:
+        return
+    columns = [str(c) for c in columns]
+    described = []
+    for task in missing:
+        text = f"'{task.label}' of task '{task.name}'"
+        close = difflib.get_close_matches(task.label, columns, n=3, cutoff=0.7)
+        if close:
+            text += " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+        described.append(text)
+    what = "Label column " if len(missing) == 1 else "Label columns "
+    shown = ", ".join(columns[:20]) + (" ..." if len(columns) > 20 else "")
+    raise ValueError(
+        f"{what}{', '.join(described)} "
+        f"{'is' if len(missing) == 1 else 'are'} missing from the data; it has "
+        f"columns [{shown}]. Add the missing column(s), point each task at its "
+        "column (`Task(name, label=column)`), or pass labels=False to read "
+        "features only (e.g. for `predict`)."
+    )
 
 
 def _expand_paths(paths: str | Iterable[str]) -> list[str]:
@@ -252,7 +276,9 @@ def from_csv(
     rows keep file order (shuffle with `dataset.shuffle` on batches, or
     shuffle the files beforehand). Columns of string categorical and
     sequence features are read as text (a `dtype=` argument overrides
-    that per column). Extra keyword arguments go to `pandas.read_csv`.
+    that per column). `labels` and `tasks` work as in `from_pandas`
+    (checked on the first chunk). Extra keyword arguments go to
+    `pandas.read_csv`.
     """
     files = _expand_paths(paths)
     spec, _ = _spec_and_tasks(model, tasks)
@@ -287,7 +313,11 @@ def from_parquet(
     labels: bool | None = None,
     tasks=None,
 ) -> tf.data.Dataset:
-    """Preprocessed batches streamed from Parquet files, row group by batch."""
+    """Preprocessed batches streamed from Parquet files, row group by batch.
+
+    `labels` and `tasks` work as in `from_pandas` (checked on the first
+    chunk).
+    """
     import pyarrow.parquet as pq
 
     files = _expand_paths(paths)

@@ -74,13 +74,26 @@ _CASES = {
     ),
     "missing-label-column": (
         _read(labels=True, click=None),
-        KeyError,
+        ValueError,
         r"Label column 'click' of task 'click' is missing from the data",
     ),
     "one-of-two-label-columns-missing": (
         _read(tasks=("click", "like")),
-        KeyError,
-        r"Label column\(s\) 'like' \(task 'like'\) missing from the data",
+        ValueError,
+        r"Label column 'like' of task 'like' is missing from the data",
+    ),
+    "misspelled-label-column": (
+        # Used to read features only, silently, and fail in the loss.
+        _read(tasks=("clik",)),
+        ValueError,
+        r"Label column 'clik' of task 'clik' \(did you mean 'click'\?\) is missing from "
+        r"the data; it has columns \[city, user, price, hist, click, shown\]\..*labels=False",
+    ),
+    "two-misspelled-label-columns": (
+        _read(tasks=("clicked", "shwn")),
+        ValueError,
+        r"Label columns 'clicked' of task 'clicked' \(did you mean 'click'\?\), 'shwn' of "
+        r"task 'shwn' \(did you mean 'shown'\?\) are missing from the data",
     ),
     "string-in-numeric-adapt": (
         _adapt(price=[1.0, "cheap", 3.0, 4.0]),
@@ -201,6 +214,35 @@ _CASES = {
         r"Sequence feature 'hist' expects a list/array or a '\|'-delimited string per row; "
         r"row 1 holds int 5",
     ),
+    "sequence-list-as-text-read": (
+        # What DataFrame.to_csv writes for a list column.
+        _read(hist=["a|b", "['a', 'c']", "", "c"]),
+        ValueError,
+        r"Sequence feature 'hist': cells look like lists written out as text \(e\.g\. "
+        r"\"\['a', 'c'\]\" at row 1\).*DataFrame\.to_csv.*separator '\|'",
+    ),
+    "sequence-list-as-text-adapt": (
+        _adapt(hist=["['a']", "['a', 'b']", "[]", "['c']"]),
+        ValueError,
+        r"Sequence feature 'hist': cells look like lists written out as text \(e\.g\. "
+        r"\"\['a'\]\" at row 0\)",
+    ),
+    "sequence-foreign-separator-read": (
+        _read(hist=["a", "c|b", "", "a,b"]),
+        ValueError,
+        r"Sequence feature 'hist': cells look joined with ',' \(e\.g\. 'a,b' at row 3\) but "
+        r"the feature's separator is '\|'.*`Sequence\('hist', separator=','\)`",
+    ),
+    "sequence-foreign-separator-adapt": (
+        _adapt(hist=["a;b", "a", "b;c", "c"]),
+        ValueError,
+        r"Sequence feature 'hist': cells look joined with ';' \(e\.g\. 'a;b' at row 0\)",
+    ),
+    "sequence-space-joined-ids-adapt": (
+        _adapt(hist=["1 2 3", "4 5", "", "2 6"]),
+        ValueError,
+        r"Sequence feature 'hist': cells look joined with ' ' \(e\.g\. '1 2 3' at row 0\)",
+    ),
 }
 
 
@@ -277,3 +319,46 @@ def test_long_sequence_is_truncated_not_rejected(fitted):
         features["hist"].numpy(),
         [[ids["a"], ids["b"]], [ids["b"], ids["a"]], [0, 0], [0, ids["a"]]],
     )
+
+
+def test_integer_sequence_with_a_non_integer_item_is_named():
+    """An item that is not an integer in an int-id sequence names the feature, item and row."""
+    spec = kr.FeatureSpec([kr.Sequence("hist", max_length=3)])
+    spec.adapt(pd.DataFrame({"hist": [[12, 34], [56], []]}))
+    assert spec["hist"].dtype == "int64"
+    with pytest.raises(
+        TypeError, match=r"Sequence feature 'hist' expects integer items; found 'abc' \(row 7\)"
+    ):
+        kr.data.from_pandas(pd.DataFrame({"hist": ["12|34", "12|abc"]}, index=[3, 7]), spec)
+
+
+def test_foreign_separator_is_rejected_but_legitimate_commas_pass():
+    """Items containing ',' or ' ' are fine; a cell joined with ',' instead of '|' is not.
+
+    Adapt (no vocabulary yet) judges the column: "Married, spouse absent" is
+    not made of other items. Reading for a fitted spec judges each cell
+    against the vocabulary: "Drama,Comedy" is unknown while its pieces are
+    known; an unseen "Foo, Bar" is just out of vocabulary.
+    """
+    train = pd.DataFrame(
+        {
+            "status": ["Married, spouse absent|Divorced", "Married|Never married", "Widowed", ""],
+            "genres": ["Drama|Comedy", "Drama", "Science Fiction|Comedy", "Film Noir"],
+        }
+    )
+    spec = kr.FeatureSpec([kr.Sequence("status"), kr.Sequence("genres")]).adapt(train)
+    assert "Married, spouse absent" in spec["status"].vocabulary
+    assert "Science Fiction" in spec["genres"].vocabulary
+    rows = train.assign(status=["Foo, Bar", "Married, spouse absent", "Married", "Never married"])
+    features = next(iter(kr.data.from_pandas(rows, spec, batch_size=4)))
+    ids = {v: i + 2 for i, v in enumerate(spec["status"].vocabulary)}
+    np.testing.assert_array_equal(
+        features["status"].numpy()[:, -1],
+        [1, ids["Married, spouse absent"], ids["Married"], ids["Never married"]],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"Sequence feature 'genres': cells look joined with ',' "
+        r"\(e\.g\. 'Drama,Comedy' at row 2\)",
+    ):
+        kr.data.from_pandas(train.assign(genres=["Drama", "Comedy", "Drama,Comedy", ""]), spec)

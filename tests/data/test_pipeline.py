@@ -90,14 +90,62 @@ def tiny():
 
 
 def test_from_pandas_reads_a_model(tiny):
-    """Given a model, the dataset uses its spec and tasks; without label columns, features only."""
+    """Given a model, the dataset uses its spec and tasks; labels=False gives features only."""
     spec, df = tiny
     model = kr.models.WideAndDeep(spec, tasks=[kr.Task("click")], hidden_units=[4])
     features, labels = next(iter(kr.data.from_pandas(df, model, batch_size=8)))
     assert set(labels) == {"click"} and labels["click"].shape == (8, 1)
     assert model(features)["click"].shape == (8, 1)
-    only_features = next(iter(kr.data.from_pandas(df.drop(columns="click"), model)))
+    only_features = next(iter(kr.data.from_pandas(df.drop(columns="click"), model, labels=False)))
     assert isinstance(only_features, dict) and set(only_features) == {"city", "row"}
+    # A bare spec without tasks has no labels to read.
+    assert isinstance(next(iter(kr.data.from_pandas(df, spec))), dict)
+
+
+def test_missing_label_column_is_an_error_not_features_only(tiny):
+    """A misspelled task label fails in from_pandas, naming the column, the task and the
+    close match, instead of silently giving features only (which failed in the loss)."""
+    spec, df = tiny
+    model = kr.models.WideAndDeep(spec, tasks=[kr.Task("clck")], hidden_units=[4])
+    message = (
+        r"Label column 'clck' of task 'clck' \(did you mean 'click'\?\) is missing from the "
+        r"data; it has columns \[city, row, click, weight, shown\]"
+    )
+    with pytest.raises(ValueError, match=message):
+        kr.data.from_pandas(df, model)
+    with pytest.raises(ValueError, match=message):  # e.g. for validation_data
+        kr.data.from_pandas(df.head(10), model, batch_size=8)
+    features = next(iter(kr.data.from_pandas(df, model, batch_size=8, labels=False)))
+    assert set(features) == {"city", "row"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_files_without_the_label_column(tmp_path, tiny, fmt):
+    """from_csv / from_parquet: a missing label column is an error; labels=False reads features."""
+    spec, df = tiny
+    path = tmp_path / f"rows.{fmt}"
+    rows = df.drop(columns="click")
+    rows.to_csv(path, index=False) if fmt == "csv" else rows.to_parquet(path)
+    reader = kr.data.from_csv if fmt == "csv" else kr.data.from_parquet
+    with pytest.raises(ValueError, match=r"Label column 'click' of task 'click' is missing"):
+        reader(str(path), spec, 64, tasks="click")
+    batch = next(iter(reader(str(path), spec, 64, tasks="click", labels=False)))
+    assert set(batch) == {"city", "row"} and len(batch["row"]) == 64
+
+
+def test_csv_of_a_list_column_is_rejected(tmp_path):
+    """A list column written by DataFrame.to_csv comes back as "['a', 'b']" text: an error
+    naming the feature, not one unknown item per row."""
+    df = pd.DataFrame({"hist": [["a", "b"], ["b"], [], ["c", "a"]], "click": [0, 1, 1, 0]})
+    spec = kr.FeatureSpec([kr.Sequence("hist", max_length=3)]).adapt(df)
+    path = tmp_path / "rows.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(
+        ValueError,
+        match=r"Sequence feature 'hist': cells look like lists written out as text "
+        r"\(e\.g\. \"\['a', 'b'\]\" at row 0\)",
+    ):
+        kr.data.from_csv(str(path), spec, tasks="click")
 
 
 def _rows_seen(dataset):
