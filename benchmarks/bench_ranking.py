@@ -231,7 +231,7 @@ def _compile_hand(model, jit, metrics: str, summed_sparse: bool = False) -> None
 def _predict(model, batch):
     from keras import ops
 
-    return ops.convert_to_numpy(model.predict_outputs(batch)["click"])
+    return ops.convert_to_numpy(model.predict_outputs(batch)["click"]).reshape(-1)
 
 
 def _check_equivalent(toolkit, hands: list, kind: str, data) -> tuple[float, list[float]]:

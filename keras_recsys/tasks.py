@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -33,12 +34,20 @@ class Task:
         mask: column of 0/1 values; only rows where it is 1 contribute to
             this task's loss (the mean over those rows) and metrics (e.g. a
             conversion task computed over clicked impressions only).
+        pos_weight: weight w of the positive examples in the binary
+            cross-entropy ("binary" only), for imbalanced labels: the loss
+            of logit z and label y is −[w·y·log σ(z) + (1−y)·log(1−σ(z))]
+            (`WeightedBinaryCrossentropy`). w > 1 counts each positive as w
+            examples (e.g. negatives / positives), w < 1 down-weights them.
+            Only the loss changes; the metrics are not weighted. For
+            per-example weights use `sample_weight`.
 
     Example:
 
     >>> kr.Task("click")
     >>> kr.Task("like", weight=0.5)
     >>> kr.Task("cvr", label="conversion", mask="click")
+    >>> kr.Task("purchase", pos_weight=20.0)  # about 1 positive in 20
     """
 
     def __init__(
@@ -52,6 +61,7 @@ class Task:
         metrics: list | None = None,
         sample_weight: str | None = None,
         mask: str | None = None,
+        pos_weight: float | None = None,
     ):
         if kind not in _KINDS:
             raise ValueError(f"Task '{name}': kind must be one of {_KINDS}, got {kind!r}.")
@@ -68,6 +78,7 @@ class Task:
         self.metrics = metrics
         self.sample_weight = sample_weight
         self.mask = mask
+        self.pos_weight = _check_pos_weight(name, kind, loss, pos_weight)
 
     @property
     def units(self) -> int:
@@ -101,6 +112,8 @@ class Task:
             return OnActivatedOutput(keras.losses.get(self.loss), self.activation)
         reduction = "mean_with_sample_weight" if self.mask is not None else "sum_over_batch_size"
         kwargs = {"name": f"{self.name}_loss", "reduction": reduction}
+        if self.kind == "binary" and self.pos_weight is not None:
+            return WeightedBinaryCrossentropy(self.pos_weight, **kwargs)
         if self.kind == "binary":
             return keras.losses.BinaryCrossentropy(from_logits=True, **kwargs)
         if self.kind == "multiclass":
@@ -192,11 +205,46 @@ class Task:
             weights = weights * values
         return weights
 
+    def class_weight_table(self, class_weight: dict) -> np.ndarray:
+        """Keras' `class_weight` {class id: weight} as a (classes,) float32 table.
+
+        Classes are 0/1 for a binary task and 0 … num_classes − 1 for a
+        multiclass one; a class the dict leaves out weighs 1 (so `{1: 10.0}`
+        up-weights the positives alone). Used by `RecModel.fit`, which turns
+        the table into per-example loss weights of this task.
+        """
+        if self.kind == "regression":
+            raise ValueError(
+                f"class_weight needs a binary or multiclass task; task '{self.name}' "
+                "is a regression. Use a `sample_weight` column for per-example weights."
+            )
+        if not isinstance(class_weight, dict):
+            raise TypeError(
+                f"class_weight must be a dict {{class id: weight}}, got {type(class_weight).__name__}."
+            )
+        classes = 2 if self.kind == "binary" else self.num_classes
+        table = np.ones(classes, dtype=np.float32)
+        for key, value in class_weight.items():
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+                raise TypeError(f"class_weight keys must be class ids (int), got {key!r}.")
+            if not 0 <= key < classes:
+                raise ValueError(
+                    f"class_weight has class {int(key)}, but task '{self.name}' "
+                    f"({self.kind}) has classes 0 to {classes - 1}."
+                )
+            weight = float(value)
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(
+                    f"class_weight[{int(key)}] must be a finite weight >= 0, got {value!r}."
+                )
+            table[int(key)] = weight
+        return table
+
     def get_config(self) -> dict[str, Any]:
         config = {"name": self.name, "kind": self.kind, "weight": self.weight}
         if self.label != self.name:
             config["label"] = self.label
-        for key in ("num_classes", "sample_weight", "mask"):
+        for key in ("num_classes", "sample_weight", "mask", "pos_weight"):
             if getattr(self, key) is not None:
                 config[key] = getattr(self, key)
         if self.loss is not None:
@@ -218,6 +266,75 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, kind={self.kind!r}, weight={self.weight})"
+
+
+def _check_pos_weight(name: str, kind: str, loss, pos_weight) -> float | None:
+    """`pos_weight` as a float, or a clear error naming the task."""
+    if pos_weight is None:
+        return None
+    if kind != "binary":
+        raise ValueError(
+            f"Task '{name}': pos_weight is only for binary tasks (kind='binary'), "
+            f"not kind={kind!r}; use `sample_weight` for per-example weights."
+        )
+    if loss is not None:
+        raise ValueError(
+            f"Task '{name}': pos_weight weights the default loss; it cannot be "
+            "combined with a custom `loss`."
+        )
+    if isinstance(pos_weight, bool) or not isinstance(pos_weight, (int, float, np.number)):
+        raise TypeError(f"Task '{name}': pos_weight must be a positive number, got {pos_weight!r}.")
+    value = float(pos_weight)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"Task '{name}': pos_weight must be a finite number > 0, got {pos_weight!r}."
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class WeightedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy from logits with positives weighted by `pos_weight`.
+
+    ℓ(y, z) = −[w·y·log σ(z) + (1−y)·log(1−σ(z))]
+            = (1−y)·z + (1 + (w−1)·y)·softplus(−z),
+
+    the second form being what is computed: it is finite for any logit and
+    keeps its gradient where σ(z) saturates (as `tf.nn.weighted_cross_entropy_with_logits`,
+    written with `keras.ops` so it runs on every backend). Per example it is
+    the mean over the last axis, like `keras.losses.BinaryCrossentropy`.
+
+    Args:
+        pos_weight: w, the weight of the positive term (> 0).
+
+    Example:
+
+    >>> loss = WeightedBinaryCrossentropy(pos_weight=10.0)
+    >>> loss(labels, logits)
+    """
+
+    def __init__(
+        self,
+        pos_weight: float,
+        name: str = "weighted_binary_crossentropy",
+        reduction: str = "sum_over_batch_size",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.pos_weight = float(pos_weight)
+
+    def call(self, y_true, y_pred):
+        logits = keras.ops.convert_to_tensor(y_pred)
+        labels = keras.ops.cast(y_true, logits.dtype)
+        values = (1.0 - labels) * logits + (
+            1.0 + (self.pos_weight - 1.0) * labels
+        ) * keras.ops.softplus(-logits)
+        return keras.ops.mean(values, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["pos_weight"] = self.pos_weight
+        return config
 
 
 class OnActivatedOutput(keras.losses.Loss):

@@ -128,21 +128,6 @@ class Training:
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
 
 
-class _MeanValidationAUC(keras.callbacks.Callback):
-    """Adds `val_mean_auc`, the mean of the tasks' validation AUCs, to the logs."""
-
-    def __init__(self, names):
-        super().__init__()
-        self.names = list(names)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        # One task: Keras does not prefix metric names with the output name.
-        keys = ["val_auc"] if len(self.names) == 1 else [f"val_{n}_auc" for n in self.names]
-        logs["val_mean_auc"] = float(np.mean([logs[key] for key in keys]))
-
-
 def fit(model, data: Data, training: Training, seed: int) -> dict:
     """Trains with early stopping on the mean validation AUC (best weights kept)."""
     if training.weight_decay > 0:
@@ -157,12 +142,9 @@ def fit(model, data: Data, training: Training, seed: int) -> dict:
     )
     valid = kr.data.from_pandas(data.valid, model, batch_size=8192)
     callbacks = [
-        _MeanValidationAUC(model.task_names),
-        keras.callbacks.EarlyStopping(
-            monitor="val_mean_auc",
-            mode="max",
-            patience=training.patience,
-            restore_best_weights=True,
+        # Writes `val_mean_auc` into the logs, so ReduceLROnPlateau below sees it too.
+        kr.callbacks.MultiTaskEarlyStopping(
+            "auc", patience=training.patience, restore_best_weights=True
         ),
     ]
     if training.reduce_lr_patience is not None:

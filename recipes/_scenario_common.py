@@ -115,16 +115,6 @@ DATASETS: dict[str, Callable[[], ScenarioData]] = {
 
 
 # ------------------------------------------------------------------ training
-class _MeanValidationAUC(keras.callbacks.Callback):
-    """Adds `val_mean_auc`: the mean of every validation AUC in the logs
-    (`val_auc` for one task, `val_<task>_auc` for several)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            values = [v for k, v in logs.items() if k.startswith("val_") and k.endswith("auc")]
-            logs["val_mean_auc"] = float(np.mean(values))
-
-
 def fit(model, train: pd.DataFrame, valid: pd.DataFrame, training, seed: int) -> dict:
     """Adam; early stopping on the mean validation AUC, best weights restored."""
     model.compile(optimizer=keras.optimizers.Adam(training.learning_rate))
@@ -134,13 +124,9 @@ def fit(model, train: pd.DataFrame, valid: pd.DataFrame, training, seed: int) ->
         validation_data=kr.data.from_pandas(valid, model, batch_size=8192),
         epochs=training.epochs,
         callbacks=[
-            _MeanValidationAUC(),
-            keras.callbacks.EarlyStopping(
-                monitor="val_mean_auc",
-                mode="max",
-                patience=training.patience,
-                restore_best_weights=True,
-            ),
+            kr.callbacks.MultiTaskEarlyStopping(
+                "auc", patience=training.patience, restore_best_weights=True
+            )
         ],
         verbose=0,
     )

@@ -93,7 +93,7 @@ MIRRORED = (
                         for k, v in kr.export.serving_inputs(spec, rows).items()})
     predicted = mirrored.predict(kr.data.from_pandas(rows, spec, labels=False), verbose=0)
     result["export_differences"] = {
-        k: float(np.max(np.abs(served[k].numpy() - predicted[k][:, 0]))) for k in TASKS}
+        k: float(np.max(np.abs(served[k].numpy() - predicted[k]))) for k in TASKS}
     print("RESULT " + json.dumps(result))
     """
     )

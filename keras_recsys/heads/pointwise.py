@@ -52,6 +52,18 @@ class TaskHeads(keras.layers.Layer):
             return {name: head(inputs[name]) for name, head in self.heads.items()}
         return {name: head(inputs) for name, head in self.heads.items()}
 
+    def compute_output_shape(self, input_shape) -> dict[str, tuple]:
+        """{task_name: (*batch dims, units)}: the logits' shapes, without tracing a call."""
+        if isinstance(input_shape, dict):
+            self._check_towers(input_shape)
+        return {
+            name: (
+                *tuple(input_shape[name] if isinstance(input_shape, dict) else input_shape)[:-1],
+                units,
+            )
+            for name, units in self.task_units.items()
+        }
+
     def get_config(self):
         config = super().get_config()
         config["task_units"] = self.task_units

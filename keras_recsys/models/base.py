@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+import warnings
 from typing import Any
 
 import keras
+import numpy as np
+import pandas as pd
 from keras import ops
 
 from keras_recsys.features.spec import FeatureSpec
@@ -23,6 +27,67 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
 
 
+# Rows per batch when a DataFrame is given without `batch_size`: the default
+# of `kr.data.from_pandas`, which `fit(df)` and friends are shorthand for.
+DATAFRAME_BATCH_SIZE = 1024
+
+_USE_A_DATAFRAME = (
+    "Pass the DataFrame itself (model.fit(df), model.evaluate(df), "
+    "model.predict(df)) or a dataset from kr.data.from_pandas(df, model); "
+    "both apply the spec's preprocessing."
+)
+
+
+def _is_tf_dataset(x) -> bool:
+    # Without importing TensorFlow: `import keras_recsys` must not load it.
+    return hasattr(x, "element_spec") and "tensorflow" in type(x).__module__
+
+
+def _keras_arguments(method, model, args: tuple, kwargs: dict) -> dict:
+    """The arguments of a Keras `Model` method call by name (positional ones too)."""
+    bound = inspect.signature(method).bind(model, *args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop("self")
+    arguments.update(arguments.pop("kwargs", {}))
+    return arguments
+
+
+def _class_weighted_dataset(dataset, task_name: str, table: np.ndarray):
+    """(x, y[, w]) batches with w × class_weight[y] as the task's sample weights."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+        raise ValueError(
+            "class_weight needs (features, labels) or (features, labels, sample_weights) "
+            f"batches; the dataset's elements are {spec}."
+        )
+    lookup = tf.constant(table)
+
+    def weighted(x, y, w=None):
+        label = y[task_name] if isinstance(y, dict) else y
+        weight = tf.gather(lookup, tf.reshape(tf.cast(label, tf.int32), [-1]))
+        if isinstance(w, dict):
+            w = dict(w)
+            w[task_name] = tf.reshape(tf.cast(w[task_name], tf.float32), [-1]) * weight
+        elif w is not None:
+            w = tf.reshape(tf.cast(w, tf.float32), [-1]) * weight
+        elif isinstance(y, dict):
+            w = {task_name: weight}
+        else:
+            w = weight
+        return x, y, w
+
+    return dataset.map(weighted, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _served_shape(value):
+    """(B, 1) → (B,), as the export serves binary and regression outputs."""
+    if len(value.shape) == 2 and value.shape[-1] == 1:
+        return ops.squeeze(value, axis=-1)
+    return value
+
+
 class RecModel(RememberedCompile, keras.Model):
     """A Keras model built from a fitted `FeatureSpec` and a list of `Task`s.
 
@@ -32,9 +97,16 @@ class RecModel(RememberedCompile, keras.Model):
     under a mixed-precision policy): the losses read logits, never clipped
     probabilities. `predict`, `predict_outputs` and the export return the
     served outputs (`serving_outputs`: sigmoid, softmax or identity by task
-    kind), and the metrics see those too. `compile` fills in losses and
-    metrics from the tasks (`keras_recsys.tasks.compile_defaults`), the spec
-    and the tasks serialize with the model, and `export` writes a SavedModel.
+    kind) shaped as the export serves them: (B,) for binary and regression
+    tasks, (B, num_classes) for multiclass ones. The metrics see the served
+    values too. `compile` fills in losses and metrics from the tasks
+    (`keras_recsys.tasks.compile_defaults`), the spec and the tasks
+    serialize with the model, and `export` writes a SavedModel.
+
+    `fit`, `evaluate` and `predict` take a pandas DataFrame (preprocessed
+    through `kr.data.from_pandas` with the model's spec and tasks), a
+    `tf.data.Dataset` of preprocessed batches, or dicts of preprocessed
+    arrays keyed by feature name.
 
     Every model reads the same preprocessed inputs (see
     `keras_recsys.data.from_pandas`), embeds them with the shared
@@ -162,35 +234,132 @@ class RecModel(RememberedCompile, keras.Model):
         return logits
 
     def serving_outputs(self, logits: dict) -> dict:
-        """{output name: served value} from `call`'s logits: each task's activation."""
+        """{output name: served value} from `call`'s logits: each task's activation.
+
+        Shaped like the logits, (B, 1) for binary and regression tasks, as
+        the metrics and the labels are; `predict_outputs` gives the served
+        shapes.
+        """
         return {t.name: t.activation(logits[t.name]) for t in self._tasks}
 
     def predict_outputs(self, inputs) -> dict:
-        """The served outputs of preprocessed `inputs`, as tensors (one call, no batching)."""
-        return self.serving_outputs(self(inputs, training=False))
+        """The served outputs of preprocessed `inputs`, as tensors (one call, no batching).
+
+        The export's outputs: (B,) for binary and regression tasks,
+        (B, num_classes) for multiclass ones.
+        """
+        outputs = self.serving_outputs(self(inputs, training=False))
+        return {name: _served_shape(value) for name, value in outputs.items()}
 
     def predict(self, x, *args, **kwargs):
-        """Keras `predict`, returning the served outputs (probabilities, not logits)."""
-        return self._served_numpy(super().predict(x, *args, **kwargs))
+        """Keras `predict`, returning the served outputs as NumPy arrays.
+
+        Probabilities, not logits, in the export's shapes: (B,) for binary
+        and regression tasks, (B, num_classes) for multiclass ones. `x` may
+        be a DataFrame (label columns are not needed; `batch_size` rows a
+        batch, default 1024), a dataset of preprocessed batches or a dict
+        of preprocessed arrays.
+        """
+        arguments = _keras_arguments(keras.Model.predict, self, (x, *args), kwargs)
+        x = arguments["x"]
+        if isinstance(x, pd.DataFrame):
+            arguments["x"] = self._frame_dataset(x, arguments.pop("batch_size", None), labels=False)
+        else:
+            self._check_preprocessed(x)
+        return self._served_numpy(super().predict(**arguments))
 
     def predict_on_batch(self, x):
+        """Keras `predict_on_batch` (x: a DataFrame or preprocessed inputs), as `predict`."""
+        if isinstance(x, pd.DataFrame):
+            x = next(iter(self._frame_dataset(x, batch_size=len(x), labels=False)))
+        else:
+            self._check_preprocessed(x)
         return self._served_numpy(super().predict_on_batch(x))
 
     def _served_numpy(self, logits: dict) -> dict:
         outputs = self.serving_outputs({k: ops.convert_to_tensor(v) for k, v in logits.items()})
-        return {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
+        return {k: ops.convert_to_numpy(_served_shape(v)) for k, v in outputs.items()}
+
+    def _input_specs(self) -> dict[str, tuple[tuple, str]]:
+        """{feature name: (shape after the batch axis, dtype)} of the preprocessed inputs."""
+        specs = {}
+        for feature in self.spec.features:
+            if feature.kind == "numeric" and not feature.is_bucketized:
+                specs[feature.name] = ((), "float32")
+            elif feature.kind == "sequence":
+                specs[feature.name] = ((feature.max_length,), "int32")
+            else:
+                specs[feature.name] = ((), "int32")
+        return specs
 
     def dummy_inputs(self, batch_size: int = 2) -> dict:
         """Preprocessed-shaped inputs (all ids 1, numerics 0) for building."""
-        inputs = {}
-        for feature in self.spec.features:
-            if feature.kind == "numeric" and not feature.is_bucketized:
-                inputs[feature.name] = ops.zeros((batch_size,), "float32")
-            elif feature.kind == "sequence":
-                inputs[feature.name] = ops.ones((batch_size, feature.max_length), "int32")
-            else:
-                inputs[feature.name] = ops.ones((batch_size,), "int32")
-        return inputs
+        return {
+            name: (ops.zeros if dtype == "float32" else ops.ones)((batch_size, *shape), dtype)
+            for name, (shape, dtype) in self._input_specs().items()
+        }
+
+    def symbolic_inputs(self) -> dict:
+        """`keras.KerasTensor`s of the preprocessed inputs, batch size None."""
+        return {
+            name: keras.KerasTensor((None, *shape), dtype, name=name)
+            for name, (shape, dtype) in self._input_specs().items()
+        }
+
+    def _check_preprocessed(self, x) -> None:
+        """A clear error for raw values where the model needs preprocessed ones.
+
+        The model reads ids and normalized numbers; raw values (strings,
+        item lists, ids outside a vocabulary) would otherwise fail deep in
+        an embedding lookup, or worse, index the wrong rows. Only in-memory
+        arrays are checked; datasets and tensors pass as they are.
+        """
+        if x is None or _is_tf_dataset(x) or not isinstance(x, (dict, np.ndarray, list)):
+            return
+        if not isinstance(x, dict):
+            raise TypeError(
+                f"{type(self).__name__} takes its inputs as a dict of preprocessed "
+                f"features keyed by feature name, not a {type(x).__name__} "
+                f"(shape {np.shape(x)}). " + _USE_A_DATAFRAME
+            )
+        specs = self._input_specs()
+        missing = [name for name in specs if name not in x]
+        if missing:
+            raise KeyError(
+                f"The inputs have no feature(s) {missing}; they have {sorted(x)[:12]}, and "
+                f"the model reads {list(specs)} (preprocessed). " + _USE_A_DATAFRAME
+            )
+        for name, (shape, _) in specs.items():
+            problem = self._raw_value_problem(name, x[name], len(shape) + 1)
+            if problem:
+                raise ValueError(
+                    f"Feature '{name}' {problem}: it looks like raw (unpreprocessed) "
+                    "values, and the model reads preprocessed ids and numbers. " + _USE_A_DATAFRAME
+                )
+
+    def _raw_value_problem(self, name: str, value, rank: int) -> str | None:
+        dtype = getattr(value, "dtype", None)
+        if getattr(dtype, "name", None) == "string":  # a tf.string tensor
+            return "holds strings"
+        if not isinstance(value, (np.ndarray, pd.Series, list)):
+            return None  # a backend tensor: preprocessed by whoever made it
+        value = np.asarray(value)
+        if value.dtype.kind in "OUSb":
+            return f"holds {value.dtype} values"
+        if value.ndim != rank:
+            return f"has shape {value.shape}, expected rank {rank}"
+        feature = self.spec[name]
+        if feature.kind == "numeric" and not feature.is_bucketized:
+            return None
+        if value.dtype.kind not in "iu":
+            return f"holds {value.dtype} values, expected integer ids"
+        size = self.spec.input_dim(name)
+        if value.size and (value.min() < 0 or value.max() >= size):
+            return (
+                f"holds ids outside [0, {size}) (from {value.min()} to {value.max()}), "
+                "the range of its vocabulary"
+            )
+        return None
 
     def build(self, input_shape=None):
         # Dict inputs of mixed dtypes: build by tracing one call on dummy
@@ -204,6 +373,44 @@ class RecModel(RememberedCompile, keras.Model):
         """Creates all weights (call at the end of a subclass __init__)."""
         self.build()
         return self
+
+    def summary(self, *args, **kwargs) -> None:
+        """Keras' summary with the real output shapes, then the served outputs.
+
+        The layers were built on a dummy batch, so Keras alone would show
+        that batch's size (2) or "?" for layers with dict outputs; one
+        symbolic call on inputs of batch size None records the real shapes
+        (each layer's outputs, dicts included), as a functional model has
+        them. The last line gives what `predict` and the export return.
+        """
+        arguments = _keras_arguments(keras.Model.summary, self, args, kwargs)
+        try:
+            served = self._trace_symbolic_shapes()
+        except Exception as error:  # e.g. a subclass computing with non-Keras ops
+            served = None
+            warnings.warn(
+                f"{type(self).__name__}.summary: the symbolic call failed ({error}); the "
+                "output shapes shown are those of the dummy build batch.",
+                stacklevel=2,
+            )
+        super().summary(**arguments)
+        if served is not None:
+            (arguments.get("print_fn") or print)(served)
+
+    def _trace_symbolic_shapes(self) -> str:
+        """Calls the model once on `symbolic_inputs` (first time only); the served outputs."""
+        line = getattr(self, "_served_outputs_line", None)
+        if line is not None:
+            return line
+        self.build()
+        logits = self.call(self.symbolic_inputs(), training=False)
+        outputs = self.serving_outputs(logits)
+        shapes = ", ".join(
+            f"{name} {tuple(_served_shape(value).shape)} {value.dtype}"
+            for name, value in outputs.items()
+        )
+        self._served_outputs_line = f"Served outputs (predict, export): {shapes}"
+        return self._served_outputs_line
 
     # --------------------------------------------------------------- compile
     def compile(
@@ -294,15 +501,137 @@ class RecModel(RememberedCompile, keras.Model):
         return y_pred
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        """Keras `fit`; a `tf.data.Dataset` (e.g. `kr.data.from_pandas`) is not reshuffled.
+        """Keras `fit`, also on a pandas DataFrame, with `class_weight` for one task.
 
-        The pipeline shuffles itself (`from_pandas(..., shuffle=True)`); Keras'
-        default `shuffle=True` could not act on it and would only warn.
+        `x` may be a DataFrame: it goes through `kr.data.from_pandas` with the
+        model's spec and tasks (labels, masks and sample weights come from
+        the tasks' columns, so `y` and `sample_weight` are not given),
+        `batch_size` rows a batch (default 1024, from_pandas' default, not
+        Keras' 32), reshuffled every epoch unless `shuffle=False`.
+        `validation_data` may be a DataFrame too, and `validation_split`
+        holds out the DataFrame's last rows as Keras does with arrays.
+
+        A `tf.data.Dataset` (e.g. `kr.data.from_pandas`) is not reshuffled:
+        the pipeline shuffles itself (`from_pandas(..., shuffle=True)`);
+        Keras' default `shuffle=True` could not act on it and would only warn.
+
+        `class_weight` ({class id: weight}) works on a single-task model
+        (binary or multiclass): it becomes per-example loss weights of that
+        task, multiplied into its `sample_weight` / `mask` weights. A
+        multi-task model has no single label to read classes from: give
+        each task a `sample_weight` column, or `Task(pos_weight=...)` for
+        binary tasks.
         """
-        shuffle_given = "shuffle" in kwargs or len(args) >= 7  # 7th after y: shuffle
-        if not shuffle_given and hasattr(x, "element_spec") and "tensorflow" in type(x).__module__:
-            kwargs["shuffle"] = False
-        return super().fit(x, y, *args, **kwargs)
+        arguments = _keras_arguments(keras.Model.fit, self, (x, y, *args), kwargs)
+        x = arguments.get("x")
+        batch_size = arguments.get("batch_size")
+        validation = arguments.get("validation_data")
+        if isinstance(x, pd.DataFrame):
+            self._no_labels_beside_frame("fit", arguments)
+            split = float(arguments.pop("validation_split", 0.0) or 0.0)
+            if split:
+                if validation is not None:
+                    raise ValueError("Pass validation_data or validation_split, not both.")
+                if not 0.0 < split < 1.0:
+                    raise ValueError(f"validation_split must be in (0, 1), got {split}.")
+                keep = len(x) - int(len(x) * split)
+                x, validation = x.iloc[:keep], x.iloc[keep:]
+            # The pipeline shuffles (every epoch); Keras cannot shuffle a dataset.
+            arguments["x"] = self._frame_dataset(
+                x, batch_size, shuffle=bool(arguments.get("shuffle", True))
+            )
+            arguments["shuffle"] = False
+            arguments.pop("batch_size", None)
+        else:
+            self._check_preprocessed(x)
+            if _is_tf_dataset(x) and "shuffle" not in arguments:
+                arguments["shuffle"] = False
+        if isinstance(validation, pd.DataFrame):
+            arguments["validation_data"] = self._frame_dataset(
+                validation, arguments.pop("validation_batch_size", None) or batch_size
+            )
+        class_weight = arguments.pop("class_weight", None)
+        if class_weight is not None:
+            arguments.update(self._class_weighted(arguments, class_weight))
+        return super().fit(**arguments)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """Keras `evaluate`, also on a pandas DataFrame (its label columns are required).
+
+        A DataFrame goes through `kr.data.from_pandas` with the model's spec
+        and tasks, `batch_size` rows a batch (default 1024).
+        """
+        arguments = _keras_arguments(keras.Model.evaluate, self, (x, y, *args), kwargs)
+        x = arguments.get("x")
+        if isinstance(x, pd.DataFrame):
+            self._no_labels_beside_frame("evaluate", arguments)
+            arguments["x"] = self._frame_dataset(x, arguments.pop("batch_size", None))
+        else:
+            self._check_preprocessed(x)
+        return super().evaluate(**arguments)
+
+    def _frame_dataset(self, df: pd.DataFrame, batch_size=None, shuffle=False, labels=None):
+        """`kr.data.from_pandas(df, self, ...)`; TensorFlow is imported only here."""
+        from keras_recsys.data import from_pandas
+
+        options = {} if labels is None else {"labels": labels}
+        return from_pandas(
+            df, self, batch_size=batch_size or DATAFRAME_BATCH_SIZE, shuffle=shuffle, **options
+        )
+
+    def _no_labels_beside_frame(self, method: str, arguments: dict) -> None:
+        for name in ("y", "sample_weight"):
+            if arguments.get(name) is not None:
+                raise ValueError(
+                    f"{method}(df) reads labels and weights from the DataFrame's columns "
+                    f"(each Task's `label`, `sample_weight` and `mask`); do not pass "
+                    f"`{name}` with a DataFrame."
+                )
+
+    def _class_weighted(self, arguments: dict, class_weight) -> dict:
+        """Keras' `class_weight` as sample weights of the model's one task.
+
+        Keras applies `class_weight` to single-output models only, and this
+        model's outputs are a dict (one entry per task), so Keras would
+        refuse it even for one task; the weights are applied here instead,
+        as Keras would: weight of the example's class × its sample weight.
+        """
+        if len(self._tasks) != 1:
+            raise ValueError(
+                f"class_weight applies to a single-task model; this one has tasks "
+                f"{self.task_names}, whose classes differ. Weight examples per task "
+                "instead: Task(..., sample_weight='<column>') with a weight column, "
+                "or Task(..., pos_weight=w) to weight the positives of a binary task."
+            )
+        task = self._tasks[0]
+        table = task.class_weight_table(class_weight)
+        x = arguments["x"]
+        if _is_tf_dataset(x):
+            return {"x": _class_weighted_dataset(x, task.name, table)}
+        y = arguments.get("y")
+        if y is None:
+            raise ValueError(
+                "class_weight needs labels: pass `y`, a DataFrame with the label "
+                f"column '{task.label}', or a dataset of (features, labels) batches."
+            )
+        if not isinstance(x, dict):
+            raise ValueError(
+                "class_weight is applied to DataFrames, tf.data datasets and dicts of "
+                f"arrays; got {type(x).__name__}. Pass sample weights instead."
+            )
+        labels = np.asarray(y[task.name] if isinstance(y, dict) else y).reshape(-1)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(table)):
+            raise ValueError(
+                f"Labels of task '{task.name}' must be class ids in [0, {len(table)}) "
+                f"for class_weight; found {labels.min()} to {labels.max()}."
+            )
+        weights = table[labels.astype(np.int64)]
+        given = arguments.get("sample_weight")
+        if isinstance(given, dict):
+            given = given.get(task.name)
+        if given is not None:
+            weights = weights * np.asarray(given, np.float32).reshape(-1)
+        return {"sample_weight": weights}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Keras' metrics on the served outputs of the tasks (probabilities, as `predict`)."""

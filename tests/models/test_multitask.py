@@ -197,10 +197,10 @@ def test_esmm_outputs_and_entire_space_loss(spec, data):
     ctr, cvr, ctcvr = (_np(out[k]) for k in ("ctr", "cvr", "ctcvr"))
     np.testing.assert_allclose(ctcvr, ctr * cvr, rtol=1e-6)
     logits = model.compute_logits(x)  # the stable logit of the product
-    np.testing.assert_allclose(sigmoid(_np(logits["ctcvr"])), ctcvr, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(sigmoid(_np(logits["ctcvr"]))[:, 0], ctcvr, rtol=1e-4, atol=1e-6)
     # The loss is BCE(click, pCTR) + BCE(conversion, pCTCVR): pCVR is not supervised.
     loss = _np(model.compute_loss(x, y, model(x)))
-    click, conversion = _np(y["ctr"]), _np(y["ctcvr"])
+    click, conversion = _np(y["ctr"])[:, 0], _np(y["ctcvr"])[:, 0]
     want = bce(click, ctr).mean() + bce(conversion, ctcvr).mean()
     np.testing.assert_allclose(loss, want, rtol=1e-4)
 

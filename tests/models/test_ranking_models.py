@@ -105,7 +105,7 @@ def log_loss(outputs, df) -> float:
     """Σ over tasks of the mean binary cross-entropy."""
     total = 0.0
     for task in TASK_NAMES:
-        p = np.clip(outputs[task][:, 0], 1e-7, 1 - 1e-7)
+        p = np.clip(outputs[task], 1e-7, 1 - 1e-7)
         y = df[task].to_numpy()
         total += float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
     return total
@@ -139,7 +139,7 @@ class Trained:
         self.history = self.model.fit(batches(self.model, train), epochs=2, verbose=0).history
         self.loss_after = log_loss(predict(self.model, seen), seen)
         outputs = predict(self.model, test)
-        self.auc = {t: roc_auc_score(test[t], outputs[t][:, 0]) for t in TASK_NAMES}
+        self.auc = {t: roc_auc_score(test[t], outputs[t]) for t in TASK_NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -222,12 +222,12 @@ def test_numeric_fields_survive_config_round_trip(spec, census_tasks):
 @pytest.mark.multibackend
 @pytest.mark.parametrize("name", FAST)
 def test_outputs_are_named_after_tasks(name, spec, data):
-    """One output per task, keyed by the task's name, in task order: (B, 1) probabilities."""
+    """One output per task, keyed by the task's name, in task order: (B,) probabilities."""
     model = build(name, spec, [kr.Task("marital"), kr.Task("income", weight=0.5)])
     outputs = predict(model, data[1])
     assert list(outputs) == ["marital", "income"]
     for value in outputs.values():
-        assert value.shape == (EVAL_ROWS, 1)
+        assert value.shape == (EVAL_ROWS,)
         assert ((value > 0) & (value < 1)).all()
 
 
@@ -298,12 +298,12 @@ def test_binary_regression_and_multiclass_heads(name, mixed_kinds):
 
     outputs = predict(model, test)
     assert list(outputs) == ["income", "age", "status"]
-    assert outputs["income"].shape == outputs["age"].shape == (len(test), 1)
+    assert outputs["income"].shape == outputs["age"].shape == (len(test),)
     assert outputs["status"].shape == (len(test), num_classes)
     np.testing.assert_allclose(outputs["status"].sum(axis=1), 1.0, atol=1e-5)
 
     target = test["age_z"].to_numpy()
-    rmse = np.sqrt(np.mean((outputs["age"][:, 0] - target) ** 2))
+    rmse = np.sqrt(np.mean((outputs["age"] - target) ** 2))
     baseline = np.sqrt(np.mean((target - train["age_z"].mean()) ** 2))
     assert rmse < 0.7 * baseline, (rmse, baseline)
     accuracy = np.mean(outputs["status"].argmax(axis=1) == test["marital_class"].to_numpy())
