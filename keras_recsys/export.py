@@ -2,14 +2,21 @@
 
 The exported graph joins the two stages of keras_recsys: the fitted
 TensorFlow preprocessing and the model. Its `serving_default` signature
-takes one batch-major tensor per input feature, named after the feature:
+takes one batch-major tensor per input feature, named after the feature,
+all of shape (B,) with one value per example (every input of a request has
+the same B; a request whose inputs differ fails with an error naming them).
+The dtypes are fixed by the signature, so a client must send exactly:
 
-* categorical: `string` or `int64` (as fitted), shape (B,); unseen values
-  and the empty string map to the out-of-vocabulary id;
-* numeric: `float32`, shape (B,); NaN or inf is imputed with the training
-  mean;
-* sequence: `string`, shape (B,), the items of each example joined by the
-  feature's separator (default "|"), oldest first, e.g. "12|7|93".
+* categorical: `string` or `int64`, as fitted (an int32 id is refused by
+  the signature: cast it, as `run_saved_model` and
+  `serving_contract.prepare_inputs` do); unseen values and the missing
+  value (`""`, or the smallest int64) map to the out-of-vocabulary id;
+* numeric (also bucketized): `float32`; NaN or inf is imputed with the
+  training mean;
+* sequence: `string`, the items of each example joined by the feature's
+  separator (default "|"), oldest first, e.g. "12|7|93"; unseen items, and
+  items of an integer vocabulary that are not integers (text, or a list
+  joined with another separator), become the out-of-vocabulary id.
 
 It returns one tensor per model output, named after the task: shape (B,)
 for binary and regression tasks, (B, num_classes) for multiclass tasks.
@@ -20,7 +27,11 @@ query features. They also get an `item_embeddings` signature: raw `item_id`
 (B,) in, the (B, d) vectors the model scores queries against out, for
 external indexes.
 The directory layout is TF Serving's `<base_dir>/<version>/saved_model.pb`
-with warm-up requests in `assets.extra/tf_serving_warmup_requests`.
+with warm-up requests in `assets.extra/tf_serving_warmup_requests` and the
+serving contract, what a client needs beyond dtypes and shapes (feature
+kinds, separators, vocabulary sizes, OOV rules, what each output means), in
+`assets.extra/serving_contract.json` (`keras_recsys.serving_contract`;
+`describe` returns it with an example request).
 """
 
 from __future__ import annotations
@@ -36,8 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keras_recsys.features.feature import Sequence
-from keras_recsys.features.raw import RaggedValues
+from keras_recsys import serving_contract
+from keras_recsys.features.raw import MISSING_INT, RaggedValues
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 _CHECK_SCRIPT = os.path.join(os.path.dirname(__file__), "serving_check.py")
@@ -66,7 +77,7 @@ def serving_inputs(spec, df: pd.DataFrame, features=None) -> dict[str, np.ndarra
             continue
         value = raw[feature.name]
         if isinstance(value, RaggedValues):
-            inputs[feature.name] = _join_sequences(feature, value)
+            inputs[feature.name] = _join_sequences(feature, value, _separator(spec, feature))
         elif value.dtype == object:
             inputs[feature.name] = value.astype(str).astype(object)
         else:
@@ -74,16 +85,23 @@ def serving_inputs(spec, df: pd.DataFrame, features=None) -> dict[str, np.ndarra
     return inputs
 
 
-def _join_sequences(feature: Sequence, ragged: RaggedValues) -> np.ndarray:
+def _separator(spec, feature) -> str:
+    """The delimiter of a list input: a sequence's own, its timestamps' too."""
+    if feature.kind == "timestamps":
+        return spec[feature.sequence].separator
+    return feature.separator
+
+
+def _join_sequences(feature, ragged: RaggedValues, separator: str) -> np.ndarray:
     texts = []
     for row in ragged.rows():
         items = [str(v) for v in row]
-        if any(feature.separator in item for item in items):
+        if any(separator in item for item in items):
             raise ValueError(
                 f"Sequence feature '{feature.name}': an item contains the "
-                f"separator '{feature.separator}'; choose another `separator`."
+                f"separator '{separator}'; choose another `separator`."
             )
-        texts.append(feature.separator.join(items))
+        texts.append(separator.join(items))
     return np.asarray(texts, dtype=object)
 
 
@@ -92,10 +110,14 @@ def default_warmup_frame(spec, rows: int = 3) -> pd.DataFrame:
 
     Row i uses the i-th most frequent value of every categorical feature,
     the training mean of every numeric feature and the most frequent items
-    of every sequence; used when no warm-up data is given.
+    of every sequence (timed, if the spec has their timestamps, at the
+    earliest time of the adapt data); used when no warm-up data is given.
     """
     columns: dict[str, list] = {}
+    timestamps = [f for f in spec.input_features if f.kind == "timestamps"]
     for feature in spec.input_features:
+        if feature.kind == "timestamps":
+            continue
         owner = spec.vocabulary_owner(feature.name)
         if feature.kind == "numeric":
             columns[feature.column] = [feature.mean] * rows
@@ -108,6 +130,9 @@ def default_warmup_frame(spec, rows: int = 3) -> pd.DataFrame:
             columns[feature.column] = [vocab[: min(len(vocab), i + 1)] for i in range(rows)]
         else:
             columns[feature.column] = picks
+    for feature in timestamps:
+        items = columns[spec[feature.sequence].column]
+        columns[feature.column] = [[feature.origin] * len(row) for row in items]
     return pd.DataFrame(columns)
 
 
@@ -131,7 +156,12 @@ def _write_warmup(path: str, spec, frame: pd.DataFrame, model_name: str, feature
 
 
 def _export_in_process(
-    model, path: str, warmup_frame: pd.DataFrame, model_name: str, options: dict
+    model,
+    path: str,
+    warmup_frame: pd.DataFrame,
+    model_name: str,
+    options: dict,
+    version: int | None = None,
 ):
     import keras
     import tensorflow as tf
@@ -141,7 +171,11 @@ def _export_in_process(
     preprocessor = Preprocessor(model.spec, inputs=getattr(model, "serving_features", None))
     signature = preprocessor.input_signature()
 
+    traced: dict[str, tuple[str, list]] = {}
+
     def serve(features):
+        features = _same_batch_size(features)
+        features = _parsed_integer_sequences(model.spec, features)
         outputs = model.predict_outputs(preprocessor(features), **options)
         served = {}
         for name, value in outputs.items():
@@ -151,6 +185,7 @@ def _export_in_process(
             elif value.shape.rank == 2 and value.shape[-1] == 1:
                 value = tf.squeeze(value, axis=-1)
             served[name] = value
+            traced[name] = (value.dtype.name, value.shape.as_list())
         return served
 
     archive = keras.export.ExportArchive()
@@ -176,6 +211,113 @@ def _export_in_process(
         model_name,
         getattr(model, "serving_features", None),
     )
+    contract = serving_contract.build_contract(model, model_name, version, options.get("k"))
+    _check_contract_outputs(contract, traced, signature)
+    serving_contract.write_contract(path, contract)
+
+
+def _check_contract_outputs(contract: dict, traced: dict, signature: dict) -> None:
+    """The contract must describe exactly the traced signature (a toolkit bug otherwise)."""
+    described = {n: (o["dtype"], o["shape"]) for n, o in contract["outputs"].items()}
+    traced = {n: (dtype, [None, *shape[1:]]) for n, (dtype, shape) in traced.items()}
+    inputs = {n: i["dtype"] for n, i in contract["inputs"].items()}
+    signed = {n: s.dtype.name for n, s in signature.items()}
+    if described != traced or inputs != signed:
+        raise RuntimeError(
+            "The serving contract disagrees with the exported signature: outputs "
+            f"{described} vs {traced}, inputs {inputs} vs {signed}."
+        )
+
+
+def _same_batch_size(features: dict) -> dict:
+    """`features`, after a check that every input has the same batch size.
+
+    Without it, inputs of different lengths fail deep in the model (e.g.
+    "ConcatOp : Dimension 0 in both shapes must be equal") without saying
+    which input is wrong; the check names the inputs whose size differs
+    from the most common one.
+    """
+    import tensorflow as tf
+
+    names = sorted(features)
+    if len(names) < 2:
+        return features
+    sizes = tf.stack([tf.shape(features[name], out_type=tf.int64)[0] for name in names])
+    values, _, counts = tf.unique_with_counts(sizes)
+    common = tf.gather(values, tf.argmax(counts))
+    differ = tf.not_equal(sizes, common)
+    listed = tf.strings.reduce_join(
+        tf.boolean_mask(
+            tf.constant([f"{name} has " for name in names]) + tf.strings.as_string(sizes),
+            differ,
+        ),
+        separator=", ",
+    )
+    message = tf.strings.join(
+        [
+            "serving_default: every input needs one value per example, but the "
+            "inputs differ in batch size: ",
+            listed,
+            " (the other inputs have ",
+            tf.strings.as_string(common),
+            ")",
+        ]
+    )
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(differ)), [message])
+    # The check must run before anything reads the inputs, or the mismatch
+    # fails first in an op that does not name them.
+    with tf.control_dependencies([check]):
+        return {name: tf.identity(value) for name, value in features.items()}
+
+
+def _parsed_integer_sequences(spec, features: dict) -> dict:
+    """String sequences of integer-vocabulary features as ragged int64 items.
+
+    An item that is not a decimal int64 ("abc", or "12,7" sent with a
+    foreign separator) becomes the missing value, hence the OOV id, like an
+    unseen item, instead of failing the whole batch in `StringToNumber`.
+    """
+    import tensorflow as tf
+
+    out = dict(features)
+    for name, value in features.items():
+        if name not in spec or spec[name].kind != "sequence":
+            continue
+        if spec.dtype_of(name) != "int64" or value.dtype != tf.string:
+            continue
+        items = tf.strings.split(value, sep=spec[name].separator)
+        items = tf.ragged.boolean_mask(items, tf.not_equal(items, ""))
+        out[name] = tf.ragged.map_flat_values(_parse_int64, items)
+    return out
+
+
+def _parse_int64(text):
+    """int64 values of decimal strings; MISSING_INT where a string is not one."""
+    import tensorflow as tf
+
+    text = tf.strings.strip(text)
+    valid = tf.strings.regex_full_match(text, r"[+-]?[0-9]+")
+    negative = tf.strings.regex_full_match(text, r"-.*")
+    # Sign and leading zeros off: what is left is at most 19 digits for an int64.
+    digits = tf.strings.regex_replace(text, r"^[+-]?0*", "")
+    digits = tf.where(tf.equal(digits, ""), "0", digits)
+    length = tf.strings.length(digits)
+    short = valid & (length <= 18)
+    # 19 digits may overflow: split off the last digit and compare with
+    # 9223372036854775807 = 922337203685477580 * 10 + 7 before combining.
+    long = valid & tf.equal(length, 19)
+    # substr needs 19 characters in every string, not only where `long` holds.
+    nineteen = tf.where(long, digits, "0" * 19)
+    head = tf.strings.to_number(tf.strings.substr(nineteen, 0, 18), out_type=tf.int64)
+    last = tf.strings.to_number(tf.strings.substr(nineteen, 18, 1), out_type=tf.int64)
+    limit = tf.constant(922337203685477580, tf.int64)
+    long = long & ((head < limit) | (tf.equal(head, limit) & (last <= 7)))
+    magnitude = tf.where(
+        short, tf.strings.to_number(tf.where(short, digits, "0"), out_type=tf.int64), 0
+    )
+    magnitude = tf.where(long, head * 10 + last, magnitude)
+    parsed = tf.where(negative, -magnitude, magnitude)
+    return tf.where(short | long, parsed, tf.constant(MISSING_INT, tf.int64))
 
 
 def export_model(
@@ -233,16 +375,18 @@ def export_model(
     try:
         target = os.path.join(staging, "model")
         if keras.backend.backend() == "tensorflow":
-            _export_in_process(model, target, frame, model_name, options)
+            _export_in_process(model, target, frame, model_name, options, version)
         else:
-            _export_in_child(model, target, frame, model_name, options)
+            _export_in_child(model, target, frame, model_name, options, version)
         os.rename(target, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
-def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str, options: dict) -> None:
+def _export_in_child(
+    model, path: str, frame: pd.DataFrame, model_name: str, options: dict, version: int
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_file = os.path.join(tmp, "model.keras")
         frame_file = os.path.join(tmp, "warmup.pkl")
@@ -259,6 +403,7 @@ def _export_in_child(model, path: str, frame: pd.DataFrame, model_name: str, opt
             frame_file,
             model_name,
             json.dumps(options),
+            str(version),
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -320,17 +465,39 @@ def check_export(model, path: str, df: pd.DataFrame, atol: float = 1e-5) -> dict
 
 
 def _served_k(path: str) -> int:
-    """The k a retrieval export was written with (from its output signature)."""
-    shapes = describe(path)["outputs"]
-    return int(shapes["item_ids"][1][1])
+    """The k a retrieval export was written with (from its contract or signature)."""
+    contract = serving_contract.read_contract(path)
+    if contract is not None:
+        return int(contract["outputs"]["item_ids"]["shape"][1])
+    return int(_signature(path)["outputs"]["item_ids"][1][1])
 
 
-def run_saved_model(path: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Runs `serving_default` in a child process that imports only TensorFlow."""
+def expected_inputs(path: str) -> dict[str, dict[str, Any]]:
+    """What `serving_default` takes: the contract's inputs, or (older exports
+    without a contract) the signature's dtypes."""
+    contract = serving_contract.read_contract(path)
+    if contract is not None:
+        return contract["inputs"]
+    return {
+        name: {"dtype": dtype, "shape": shape}
+        for name, (dtype, shape) in _signature(path)["inputs"].items()
+    }
+
+
+def run_saved_model(path: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Runs `serving_default` in a child process that imports only TensorFlow.
+
+    The inputs are first checked and cast against the export's contract
+    (`serving_contract.prepare_inputs`): int32 ids become int64, numbers
+    float32, and a missing input, an unknown one, a wrong dtype (e.g. text
+    for an int64 input) or inputs of different lengths fail here with an
+    error that names the input and the dtype it takes.
+    """
+    prepared = serving_contract.prepare_inputs(inputs, expected_inputs(path))
     with tempfile.TemporaryDirectory() as tmp:
         inputs_file = os.path.join(tmp, "inputs.npz")
         outputs_file = os.path.join(tmp, "outputs.npz")
-        np.savez(inputs_file, **{k: np.asarray(v) for k, v in inputs.items()})
+        np.savez(inputs_file, **prepared)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         env.pop("PYTHONPATH", None)
         done = subprocess.run(
@@ -347,20 +514,21 @@ def run_saved_model(path: str, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
 
 
 def _main(argv: list[str]) -> None:
-    model_file, path, frame_file, model_name, options = argv
+    model_file, path, frame_file, model_name, options, version = argv
     import keras
 
     import keras_recsys  # noqa: F401  (registers the serializable classes)
 
     model = keras.models.load_model(model_file, compile=False)
-    _export_in_process(model, path, pd.read_pickle(frame_file), model_name, json.loads(options))
+    _export_in_process(
+        model, path, pd.read_pickle(frame_file), model_name, json.loads(options), int(version)
+    )
 
 
-def describe(path: str) -> dict[str, Any]:
-    """Input and output names, dtypes and shapes of `serving_default`."""
+def _signature(path: str) -> dict[str, Any]:
     import tensorflow as tf
 
-    function = tf.saved_model.load(path).signatures["serving_default"]
+    function = tf.saved_model.load(path).signatures[serving_contract.SIGNATURE_NAME]
     inputs = function.structured_input_signature[1]
     return {
         "inputs": {k: (v.dtype.name, v.shape.as_list()) for k, v in inputs.items()},
@@ -368,6 +536,70 @@ def describe(path: str) -> dict[str, Any]:
             k: (v.dtype.name, v.shape.as_list()) for k, v in function.structured_outputs.items()
         },
     }
+
+
+def describe(path: str) -> dict[str, Any]:
+    """What a client needs to call the export at `path` (a version directory).
+
+    Returns:
+        A dict with
+        "inputs" / "outputs": {name: (dtype, shape)} of `serving_default`
+            (shape as a list, None for the batch dimension);
+        "contract": the serving contract (`serving_contract.build_contract`:
+            each input's kind, dtype, separator, max_length, vocabulary size
+            and OOV rule; each output's meaning; the model's name and
+            version), or None for an export written before contracts;
+        "example_request": the JSON body of a TF Serving REST `:predict`
+            call built from the export's warm-up rows,
+            `{"signature_name": "serving_default", "instances": [...]}`, or
+            None when the export has no warm-up records.
+    """
+    described = _signature(path)
+    described["contract"] = serving_contract.read_contract(path)
+    rows = warmup_inputs(path)
+    described["example_request"] = serving_contract.rest_request(rows) if rows is not None else None
+    return described
+
+
+def warmup_inputs(path: str) -> dict[str, np.ndarray] | None:
+    """The export's warm-up requests as one batch of raw inputs (None without them)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    file = os.path.join(path, WARMUP_FILE)
+    if not os.path.isfile(file):
+        return None
+    columns: dict[str, list[np.ndarray]] = {}
+    for record in tf.data.TFRecordDataset(file).as_numpy_iterator():
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        for name, proto in request.inputs.items():
+            columns.setdefault(name, []).append(tf.make_ndarray(proto).reshape(-1))
+    if not columns:
+        return None
+    return {name: np.concatenate(columns[name]) for name in sorted(columns)}
+
+
+def predict_request(path: str, inputs: dict[str, Any] | None = None, model_name: str | None = None):
+    """A gRPC `PredictRequest` (tensorflow_serving.apis.predict_pb2) for the export at `path`.
+
+    Args:
+        path: the export's version directory.
+        inputs: {input name: array of one value per example}, checked and
+            cast against the contract; default: the warm-up rows.
+        model_name: the name TF Serving serves the model under; default:
+            the one recorded at export.
+    """
+    contract = serving_contract.read_contract(path)
+    if contract is None:
+        raise FileNotFoundError(
+            f"'{path}' has no {serving_contract.CONTRACT_FILE}: it was exported "
+            "before serving contracts; export it again."
+        )
+    if inputs is None:
+        inputs = warmup_inputs(path)
+        if inputs is None:
+            raise ValueError(f"'{path}' has no warm-up requests: pass `inputs`.")
+    return serving_contract.predict_request(contract, inputs, model_name=model_name)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,23 @@ def main(path: str, inputs_file: str, outputs_file: str) -> None:
     function = tf.saved_model.load(path).signatures["serving_default"]
     specs = function.structured_input_signature[1]
     with np.load(inputs_file, allow_pickle=True) as loaded:
-        feeds = {
-            name: tf.constant(
-                loaded[name].tolist() if spec.dtype == tf.string else loaded[name],
-                dtype=spec.dtype,
-            )
-            for name, spec in specs.items()
-        }
+        missing = [name for name in specs if name not in loaded.files]
+        if missing:
+            raise KeyError(f"Inputs {missing} are missing; serving_default takes {sorted(specs)}.")
+        feeds = {name: _feed(name, loaded[name], spec.dtype) for name, spec in specs.items()}
     outputs = function(**feeds)
     assert "keras_recsys" not in sys.modules, "the check must not import keras_recsys"
     np.savez(outputs_file, **{k: v.numpy() for k, v in outputs.items()})
+
+
+def _feed(name: str, value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+    """`value` as the signature's dtype; an error names the input, not its position."""
+    try:
+        return tf.constant(value.tolist() if dtype == tf.string else value, dtype=dtype)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"Input '{name}' takes {dtype.name} values; got an array of {value.dtype}: {error}"
+        ) from error
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import tensorflow as tf
 import keras_recsys as kr
 from keras_recsys.export import WARMUP_FILE, check_export, serving_inputs
 from keras_recsys.features import OOV_ID, PAD_ID
+from keras_recsys.serving_contract import prepare_inputs
 from tests.conftest import requires_tensorflow_backend
 
 pytestmark = requires_tensorflow_backend
@@ -71,7 +72,9 @@ def model_on(model, raw, **overrides):
         {k: tf.constant(v.tolist() if v.dtype == object else v) for k, v in raw.items()}
     )
     features.update({k: tf.constant(v) for k, v in overrides.items()})
-    return {name: _np(value)[:, 0] for name, value in model.predict_outputs(features).items()}
+    outputs = model.predict_outputs(features).items()
+    # (B,) or (B, 1) single-column outputs alike.
+    return {name: _np(value).reshape(len(_np(value)), -1)[:, 0] for name, value in outputs}
 
 
 # --------------------------------------------------------------- census model
@@ -211,22 +214,42 @@ def test_saved_model_cli_lists_named_inputs_and_task_outputs(census, exported):
 
 # ------------------------------------------------------------- sequence model
 def with_histories(df: pd.DataFrame) -> pd.DataFrame:
-    """Census rows with two '|'-joined lists built from real columns: the
-    person's migration moves (often empty) and the parents' birth countries, and
-    the industry code as an integer category."""
+    """Census rows with three '|'-joined lists built from real columns: the
+    person's migration moves (often empty), the parents' birth countries and
+    the industry and occupation codes (integer items), and the industry code
+    as an integer category."""
     df = df.copy()
     moves = df[["mig_chg_msa", "mig_chg_reg", "mig_move_reg"]].to_numpy().tolist()
     df["moves"] = ["|".join(m for m in row if m not in NOT_A_MOVE) for row in moves]
     parents = df[["country_father", "country_mother"]].to_numpy().tolist()
     df["parents"] = ["|".join(c for c in row if c != "?") for row in parents]
+    df["codes"] = df["det_ind_code"].astype(str) + "|" + df["det_occ_code"].astype(str)
     df["det_ind_code"] = df["det_ind_code"].astype(int)
     return df
 
 
 @pytest.fixture(scope="module")
 def sequence_model(census_small, tmp_path_factory):
-    """Wide&Deep with string and int categoricals, a cross, a numeric, a sequence
-    with its own vocabulary and one sharing `country_self`'s, exported once."""
+    """(model, test rows, export path) of `export_sequence_model`, once per module."""
+    return export_sequence_model(census_small, tmp_path_factory)
+
+
+_SEQUENCE_EXPORT: list = []
+
+
+def export_sequence_model(census_small, tmp_path_factory):
+    """Wide&Deep with string and int categoricals, a cross, a numeric, a
+    bucketized numeric, a sequence with its own vocabulary, one sharing
+    `country_self`'s and one of integer items, exported with real warm-up rows.
+
+    Trained and exported once per session (exporting is slow):
+    tests/test_serving_contract.py reads the same export."""
+    if not _SEQUENCE_EXPORT:
+        _SEQUENCE_EXPORT.append(_train_and_export_sequence_model(census_small, tmp_path_factory))
+    return _SEQUENCE_EXPORT[0]
+
+
+def _train_and_export_sequence_model(census_small, tmp_path_factory):
     train, test = (with_histories(df) for df in census_small)
     train, test = train.head(2048), test.head(200).reset_index(drop=True)
     spec = kr.FeatureSpec(
@@ -237,14 +260,18 @@ def sequence_model(census_small, tmp_path_factory):
             kr.Categorical("det_ind_code"),
             kr.Crossed("sex_x_education", ["sex", "education"], num_bins=64),
             kr.Numeric("age"),
+            kr.Numeric("weeks_worked", buckets=4),
             kr.Sequence("moves", max_length=3),
             kr.Sequence("parents", max_length=2, shares_vocabulary_with="country_self"),
+            kr.Sequence("codes", max_length=2),
         ],
         default_embedding_dim=4,
     ).adapt(train)
     keras.utils.set_random_seed(0)
     model = train_one_epoch(kr.models.WideAndDeep(spec, "income", hidden_units=(8,)), train)
-    path = model.export(str(tmp_path_factory.mktemp("exports") / "sequences"))
+    path = model.export(
+        str(tmp_path_factory.mktemp("exports") / "sequences"), warmup_data=test.tail(3)
+    )
     return model, test, path
 
 
@@ -280,6 +307,64 @@ def test_empty_sequence_and_unseen_items(sequence_model):
     served = serve(path, unseen)["income"]
     assert np.isfinite(served).all()
     np.testing.assert_allclose(served, expected["income"], atol=1e-6)
+
+
+def test_unparsable_integer_items_become_oov(sequence_model):
+    """An item of an integer-id sequence that is not an integer ("abc", or a list
+    joined with a foreign separator) is served as the OOV id in its position, like
+    an unseen item, instead of failing the whole batch in StringToNumber."""
+    model, test, path = sequence_model
+    raw = serving_inputs(model.spec, test.head(3))
+    known = model.spec["codes"].vocabulary[1]
+    sent = np.asarray([f"{known}|abc", "33,7", raw["codes"][2]], dtype=object)
+    served = serve(path, dict(raw, codes=sent))["income"]
+    ids = model.spec.sequence_ids("codes", [[known]], 2)[0, -1]
+    expected = model_on(
+        model, raw, codes=np.asarray([[ids, OOV_ID], [PAD_ID, OOV_ID], [0, 0]], np.int32)
+    )["income"]
+    np.testing.assert_allclose(served[:2], expected[:2], atol=1e-6)
+    # The bad rows leave the good one in the batch as it was.
+    np.testing.assert_allclose(served[2], serve(path, raw)["income"][2], atol=1e-6)
+
+
+def test_inputs_of_different_batch_sizes_are_named(sequence_model):
+    """Inputs of different lengths fail with an error naming the inputs whose
+    size differs, not a ConcatOp error from inside the model."""
+    model, test, path = sequence_model
+    raw = serving_inputs(model.spec, test.head(3))
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"age has 1 \(the other inputs have 3\)"
+    ):
+        serve(path, dict(raw, age=raw["age"][:1]))
+    short = dict(raw, codes=raw["codes"][:2], moves=raw["moves"][:2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="codes has 2, moves has 2"):
+        serve(path, short)
+
+
+def test_run_saved_model_checks_and_casts_dtypes(sequence_model):
+    """The client helper casts int32 ids to the signature's int64 and names the
+    input and the dtype it takes when a value cannot be cast without guessing."""
+    model, test, path = sequence_model
+    raw = serving_inputs(model.spec, test.head(2))
+    bad = {
+        "det_ind_code": (["33", "43"], TypeError, r"'det_ind_code' \(categorical: int64\)"),
+        "age": (["old", "young"], TypeError, r"'age' \(numeric: float32\) takes float32"),
+        "codes": ([[33, 7], [43]], TypeError, r"got list \[33, 7\]. Send each .* joined by '\|'"),
+    }
+    for name, (value, error, message) in bad.items():
+        with pytest.raises(error, match=message):
+            kr.export.run_saved_model(path, dict(raw, **{name: np.asarray(value, dtype=object)}))
+    with pytest.raises(TypeError, match=r"'det_ind_code' .* got float64 value 1.5"):
+        kr.export.run_saved_model(path, dict(raw, det_ind_code=np.asarray([1.5, 2.0])))
+    with pytest.raises(KeyError, match=r"lacks input\(s\) 'parents' \(sequence: string of"):
+        kr.export.run_saved_model(path, {k: v for k, v in raw.items() if k != "parents"})
+    with pytest.raises(ValueError, match="'sex' has 1 .*other inputs have 2"):
+        kr.export.run_saved_model(path, dict(raw, sex=raw["sex"][:1]))
+    # What run_saved_model feeds its child process (which check_export runs).
+    cast = dict(raw, det_ind_code=raw["det_ind_code"].astype(np.int32), age=raw["age"].tolist())
+    prepared = prepare_inputs(cast, kr.export.expected_inputs(path))
+    assert prepared["det_ind_code"].dtype == np.int64 and prepared["age"].dtype == np.float32
+    np.testing.assert_allclose(serve(path, prepared)["income"], serve(path, raw)["income"])
 
 
 # ------------------------------------------------------------ other backends
@@ -335,4 +420,4 @@ def test_model_trained_on_another_backend_exports(backend, tmp_path):
     served = serve(result["path"], inputs)
     assert sorted(served) == sorted(expected) == sorted(TASKS)
     for task in TASKS:
-        np.testing.assert_allclose(served[task], expected[task][:, 0], atol=1e-5)
+        np.testing.assert_allclose(served[task], expected[task].reshape(-1), atol=1e-5)
