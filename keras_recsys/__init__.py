@@ -8,8 +8,15 @@ feature values.
 
 import importlib
 
-from keras_recsys import datasets, evaluation, export, heads, layers, metrics, models
-from keras_recsys.features import Categorical, Crossed, FeatureSpec, Numeric, Sequence
+from keras_recsys import callbacks, datasets, evaluation, export, heads, layers, metrics, models
+from keras_recsys.features import (
+    Categorical,
+    Crossed,
+    FeatureSpec,
+    Numeric,
+    Sequence,
+    Timestamps,
+)
 from keras_recsys.tasks import Task
 
 __version__ = "0.1.0"
@@ -30,7 +37,9 @@ __all__ = [
     "FeatureSpec",
     "Numeric",
     "Sequence",
+    "Timestamps",
     "Task",
+    "callbacks",
     "data",
     "datasets",
     "evaluation",

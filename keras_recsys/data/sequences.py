@@ -27,6 +27,7 @@ def next_item_dataset(
     seed: int | None = None,
     drop_remainder: bool = False,
     column: str | None = None,
+    timestamp_column: str | None = None,
 ) -> tf.data.Dataset:
     """`(inputs, targets)` batches for training a next-item model on whole sequences.
 
@@ -42,7 +43,9 @@ def next_item_dataset(
 
     Targets are internal ids with 0 where there is no target (padding).
     `column`: the column holding the sequences when it is not the history
-    feature's (e.g. "item_id", the training frame of `leave_one_out`).
+    feature's (e.g. "item_id", the training frame of `leave_one_out`);
+    `timestamp_column` likewise for a model that reads timestamps (e.g.
+    "timestamp"). The timestamps are sliced like the inputs.
 
     Example:
 
@@ -51,10 +54,18 @@ def next_item_dataset(
     >>> model.fit(data, epochs=10)
     """
     name = model.history_feature
-    if column is not None and column != model.spec[name].column:
-        if column not in df.columns:
-            raise KeyError(f"Column '{column}' is not in the data: {list(df.columns)[:12]}.")
-        df = df[[column]].rename(columns={column: model.spec[name].column})
+    time_name = getattr(model, "timestamp_feature", None)
+    renames = {column: model.spec[name].column}
+    if time_name is not None:
+        renames[timestamp_column] = model.spec[time_name].column
+    renames = {old: new for old, new in renames.items() if old is not None and old != new}
+    if renames:
+        missing = [old for old in renames if old not in df.columns]
+        if missing:
+            raise KeyError(f"Columns {missing} are not in the data: {list(df.columns)[:12]}.")
+        kept = [c for c in df.columns if c not in renames and c not in renames.values()]
+        df = df[kept + list(renames)].rename(columns=renames)
+    # The timestamps follow their sequence's max_length.
     spec = _longer_spec(model.spec, name, 1)
     dataset = from_pandas(
         df,
@@ -67,7 +78,8 @@ def next_item_dataset(
     )
 
     def split(features):
-        inputs, targets = model.training_pair(features[name])
+        timestamps = None if time_name is None else features[time_name]
+        inputs, targets = model.training_pair(features[name], timestamps)
         return {**features, **inputs}, targets
 
     return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE)

@@ -9,6 +9,7 @@ from keras_recsys.features.feature import (
     Feature,
     Numeric,
     Sequence,
+    Timestamps,
 )
 from keras_recsys.features.spec import FeatureSpec
 
@@ -22,4 +23,5 @@ __all__ = [
     "FeatureSpec",
     "Numeric",
     "Sequence",
+    "Timestamps",
 ]

@@ -483,4 +483,57 @@ class Crossed(Feature):
         del state
 
 
-FEATURE_KINDS = {cls.kind: cls for cls in (Categorical, Numeric, Sequence, Crossed)}
+class Timestamps(Feature):
+    """The times of a `Sequence`'s items, aligned with them (what HSTU reads).
+
+    Input values are integers in seconds (e.g. Unix times), one per item of
+    the aligned sequence, written the same way: lists in a column or strings
+    joined by the sequence's separator. A row must have as many timestamps
+    as its sequence has items (after the sequence drops empty string
+    items); a missing row is an empty sequence, a missing timestamp inside
+    a row is an error. The timestamps of the kept (most recent
+    `max_length`) items are kept and padded at the front with 0, like the
+    ids. The model input is int32 (B, max_length): seconds since `origin`,
+    the earliest timestamp of the adapt data, so the differences models
+    read stay exact for 68 years of seconds. Timestamps need not be sorted
+    and may lie after the adapt data: models read absolute gaps.
+
+    Args:
+        name: feature name; also the input column unless `column` is given.
+        sequence: name of the `Sequence` feature whose items these time.
+        column: input column name when different from `name`.
+
+    Example:
+
+    >>> kr.FeatureSpec([kr.Sequence("history"), kr.Timestamps("history_time", "history")])
+    """
+
+    kind = "timestamps"
+
+    def __init__(self, name: str, sequence: str, column: str | None = None):
+        super().__init__(name, column)
+        if not isinstance(sequence, str) or not sequence:
+            raise ValueError(
+                f"Timestamps '{name}': `sequence` names the Sequence feature they time."
+            )
+        self.sequence = sequence
+        self.origin: int | None = None
+
+    @property
+    def is_adapted(self) -> bool:
+        return self.origin is not None
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["sequence"] = self.sequence
+        if self.origin is not None:
+            config["fitted"] = {"origin": self.origin}
+        return config
+
+    def set_fitted_state(self, state: dict[str, Any]) -> None:
+        self.origin = int(state["origin"])
+
+
+FEATURE_KINDS = {
+    cls.kind: cls for cls in (Categorical, Numeric, Sequence, Crossed, Timestamps)
+}

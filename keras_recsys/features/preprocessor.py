@@ -18,6 +18,7 @@ from keras_recsys.features.feature import (
     Crossed,
     Numeric,
     Sequence,
+    Timestamps,
 )
 from keras_recsys.features.raw import MISSING_INT, MISSING_STR
 
@@ -68,7 +69,7 @@ class Preprocessor(tf.Module):
         for feature in self._inputs:
             if isinstance(feature, Numeric):
                 dtype = tf.float32
-            elif isinstance(feature, Sequence):
+            elif isinstance(feature, (Sequence, Timestamps)):
                 dtype = tf.string
             else:
                 dtype = _TF_DTYPES[self._spec.dtype_of(feature.name)]
@@ -89,6 +90,14 @@ class Preprocessor(tf.Module):
                 out[feature.name] = self._numeric(feature, _flatten_batch(value))
             elif isinstance(feature, Sequence):
                 out[feature.name] = self._sequence(feature, value)
+            elif isinstance(feature, Timestamps):
+                sequence = self._spec[feature.sequence]
+                if sequence.name not in raw:
+                    raise KeyError(
+                        f"Timestamps '{feature.name}' come with their sequence "
+                        f"'{sequence.name}', which is missing from the input."
+                    )
+                out[feature.name] = self._timestamps(feature, value, sequence, raw[sequence.name])
         for feature in self._spec.crossed:
             if all(name in out for name in feature.features):
                 out[feature.name] = self._cross(feature, out)
@@ -156,27 +165,58 @@ class Preprocessor(tf.Module):
         return x
 
     def _sequence(self, feature: Sequence, value) -> tf.Tensor:
-        if isinstance(value, tf.RaggedTensor):
-            ragged = value
-        else:
-            value = tf.convert_to_tensor(value)
-            if value.dtype != tf.string or value.shape.rank != 1:
-                raise TypeError(
-                    f"Sequence feature '{feature.name}' takes a RaggedTensor or "
-                    f"a 1-D string tensor of '{feature.separator}'-delimited "
-                    f"items, got {value.dtype.name} of rank {value.shape.rank}."
-                )
-            ragged = tf.strings.split(value, sep=feature.separator)
-            ragged = tf.ragged.boolean_mask(ragged, tf.not_equal(ragged, ""))
+        ragged = _ragged_items(feature.name, value, feature.separator)
         ragged = ragged[:, -feature.max_length :]
         ids = tf.ragged.map_flat_values(lambda v: self._lookup(feature.name, v), ragged)
         return _pad_front(ids, feature.max_length)
+
+    def _timestamps(self, feature: Timestamps, value, sequence: Sequence, items) -> tf.Tensor:
+        """int32 (B, max_length) seconds since the fitted origin, aligned with the kept items."""
+        ragged = _ragged_items(feature.name, value, sequence.separator, "Timestamps")
+        if ragged.flat_values.dtype == tf.string:
+            ragged = tf.ragged.map_flat_values(
+                lambda v: tf.strings.to_number(v, out_type=tf.int64), ragged
+            )
+        item_lengths = _ragged_items(sequence.name, items, sequence.separator).row_lengths()
+        check = tf.debugging.assert_equal(
+            ragged.row_lengths(),
+            item_lengths,
+            message=(
+                f"Timestamps '{feature.name}' must have one value per item of "
+                f"'{sequence.name}' in every row"
+            ),
+        )
+        with tf.control_dependencies([check]):
+            ragged = tf.identity(ragged[:, -sequence.max_length :])
+        # Seconds since the origin, in int32 range: differences stay exact.
+        seconds = tf.ragged.map_flat_values(
+            lambda v: tf.cast(
+                tf.clip_by_value(tf.cast(v, tf.int64) - feature.origin, -(2**31) + 1, 2**31 - 1),
+                tf.int32,
+            ),
+            ragged,
+        )
+        return _pad_front(seconds, sequence.max_length)
 
     def _cross(self, feature: Crossed, processed: dict[str, tf.Tensor]) -> tf.Tensor:
         parts = [tf.strings.as_string(processed[name]) for name in feature.features]
         joined = tf.strings.join(parts, separator="_x_")
         ids = tf.strings.to_hash_bucket_fast(joined, feature.num_bins)
         return tf.cast(ids + NUM_RESERVED_IDS, tf.int32)
+
+
+def _ragged_items(name: str, value, separator: str, kind: str = "Sequence") -> tf.RaggedTensor:
+    """A RaggedTensor as given, or a 1-D string tensor split on `separator` (empty items dropped)."""
+    if isinstance(value, tf.RaggedTensor):
+        return value
+    value = tf.convert_to_tensor(value)
+    if value.dtype != tf.string or value.shape.rank != 1:
+        raise TypeError(
+            f"{kind} feature '{name}' takes a RaggedTensor or a 1-D string tensor of "
+            f"'{separator}'-delimited items, got {value.dtype.name} of rank {value.shape.rank}."
+        )
+    ragged = tf.strings.split(value, sep=separator)
+    return tf.ragged.boolean_mask(ragged, tf.not_equal(ragged, ""))
 
 
 def _flatten_batch(value) -> tf.Tensor:

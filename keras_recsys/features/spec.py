@@ -18,6 +18,7 @@ from keras_recsys.features.feature import (
     Feature,
     Numeric,
     Sequence,
+    Timestamps,
 )
 
 # Quantile boundaries are fitted on at most this many values per feature
@@ -76,6 +77,23 @@ class FeatureSpec:
                         f"'{feature.shares_vocabulary_with}', which is not a "
                         "Categorical feature of this spec."
                     )
+            if isinstance(feature, Timestamps):
+                sequence = self._by_name.get(feature.sequence)
+                if not isinstance(sequence, Sequence):
+                    raise ValueError(
+                        f"Timestamps '{feature.name}' time the items of '{feature.sequence}', "
+                        "which is not a Sequence feature of this spec."
+                    )
+                timed = [
+                    f.name
+                    for f in self.features
+                    if isinstance(f, Timestamps) and f.sequence == feature.sequence
+                ]
+                if len(timed) > 1:
+                    raise ValueError(
+                        f"Sequence '{feature.sequence}' has more than one Timestamps "
+                        f"feature: {timed}."
+                    )
             if isinstance(feature, Crossed):
                 for name in feature.features:
                     member = self._by_name.get(name)
@@ -132,6 +150,17 @@ class FeatureSpec:
     @property
     def sequences(self) -> list[Sequence]:
         return [f for f in self.features if isinstance(f, Sequence)]
+
+    @property
+    def timestamps(self) -> list[Timestamps]:
+        return [f for f in self.features if isinstance(f, Timestamps)]
+
+    def timestamps_of(self, sequence: str) -> str | None:
+        """The name of the `Timestamps` feature aligned with a sequence, or None."""
+        for feature in self.timestamps:
+            if feature.sequence == sequence:
+                return feature.name
+        return None
 
     @property
     def crossed(self) -> list[Crossed]:
@@ -372,6 +401,7 @@ class _Accumulator:
         self.dtypes: dict[str, str] = {}
         self.moments: dict[str, list[float]] = {}
         self.samples: dict[str, list[np.ndarray]] = {}
+        self.origins: dict[str, int] = {}
         self.rows = 0
 
     def _owner(self, feature) -> Feature:
@@ -405,6 +435,14 @@ class _Accumulator:
         ]
         for feature in ordered:
             series = raw_lib.column_of(df, feature)
+            if isinstance(feature, Timestamps):
+                sequence = self.spec[feature.sequence]
+                items = raw_lib.column_of(df, sequence)
+                values = raw_lib.timestamp_array(series, feature, items, sequence).values
+                if len(values):
+                    low = int(values.min())
+                    self.origins[feature.name] = min(self.origins.get(feature.name, low), low)
+                continue
             if isinstance(feature, Numeric):
                 self._update_numeric(feature, raw_lib.numeric_array(series, feature.name))
                 continue
@@ -443,6 +481,13 @@ class _Accumulator:
         for feature in self.spec.features:
             if isinstance(feature, Numeric):
                 self._finish_numeric(feature)
+            if isinstance(feature, Timestamps):
+                if feature.name not in self.origins:
+                    raise ValueError(
+                        f"Timestamps feature '{feature.name}' has no value in the adapt "
+                        "data, so no origin can be fitted."
+                    )
+                feature.origin = self.origins[feature.name]
         for owner in self.spec.categorical + self.spec.sequences:
             if isinstance(owner, Sequence) and owner.shares_vocabulary_with:
                 continue

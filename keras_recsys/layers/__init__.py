@@ -32,7 +32,7 @@ from keras_recsys.layers.scenario import (
     scenario_one_hot,
     scenario_routing,
 )
-from keras_recsys.layers.sequence import PositionEmbedding, TransformerBlock
+from keras_recsys.layers.sequence import HSTU, PositionEmbedding, TransformerBlock, m_falcon
 from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "FeatureEmbedding",
     "GradNormWeighting",
     "HMoEGate",
+    "HSTU",
     "LinearTerm",
     "MLP",
     "MaskedPooling",
@@ -60,5 +61,6 @@ __all__ = [
     "UncertaintyWeighting",
     "VectorCross",
     "scenario_one_hot",
+    "m_falcon",
     "scenario_routing",
 ]

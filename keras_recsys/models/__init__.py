@@ -9,7 +9,13 @@ from keras_recsys.models.interaction import DCN, DNN, DeepFM, WideAndDeep
 from keras_recsys.models.multitask import CGC, ESMM, PLE, MMoE, SharedBottom
 from keras_recsys.models.retrieval import TwoTower
 from keras_recsys.models.scenario import M2M, STAR, HMoE, PEPNet, SplitMerge
-from keras_recsys.models.sequence import BERT4Rec, GRU4Rec, SASRec, SequentialRecommender
+from keras_recsys.models.sequence import (
+    HSTU,
+    BERT4Rec,
+    GRU4Rec,
+    SASRec,
+    SequentialRecommender,
+)
 
 __all__ = [
     "BERT4Rec",
@@ -20,6 +26,7 @@ __all__ = [
     "ESMM",
     "GRU4Rec",
     "HMoE",
+    "HSTU",
     "M2M",
     "MMoE",
     "PEPNet",

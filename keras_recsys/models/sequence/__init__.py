@@ -3,6 +3,7 @@
 from keras_recsys.models.sequence.base import SequenceBackbone, SequentialRecommender
 from keras_recsys.models.sequence.bert4rec import BERT4Rec, BERT4RecBackbone
 from keras_recsys.models.sequence.gru4rec import GRU4Rec, GRU4RecBackbone
+from keras_recsys.models.sequence.hstu import HSTU, HSTUBackbone
 from keras_recsys.models.sequence.sasrec import SASRec, SASRecBackbone
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "BERT4RecBackbone",
     "GRU4Rec",
     "GRU4RecBackbone",
+    "HSTU",
+    "HSTUBackbone",
     "SASRec",
     "SASRecBackbone",
     "SequenceBackbone",

@@ -77,6 +77,9 @@ class SequentialRecommender(TopKRecommender):
         backbone: a `SequenceBackbone`.
         history: name of the history feature (default: the spec's only
             sequence).
+        timestamps: name of the input holding the history's timestamps
+            ((B, L) integers aligned with the items, front-padded the same
+            way), for backbones that read time (`HSTU`); None for none.
         loss, num_negatives, sampler, logq_correction, temperature,
             normalize: the next-item loss (see `NextItemHead`).
         seed: seed of the head's negative sampling.
@@ -89,6 +92,7 @@ class SequentialRecommender(TopKRecommender):
         spec: FeatureSpec,
         backbone: SequenceBackbone,
         history: str | None = None,
+        timestamps: str | None = None,
         loss: str = "bce",
         num_negatives: int | None = None,
         sampler: str = "uniform",
@@ -101,6 +105,7 @@ class SequentialRecommender(TopKRecommender):
         super().__init__(**kwargs)
         self.spec = spec
         self.history_feature = history_feature(spec, history)
+        self.timestamp_feature = timestamps
         self.backbone = backbone
         self.head_config = {
             "loss": loss,
@@ -132,20 +137,32 @@ class SequentialRecommender(TopKRecommender):
         """The (V, d) item embeddings shared by the backbone and the head."""
         return self.backbone.item_embedding.embeddings
 
-    def training_pair(self, ids):
+    def training_pair(self, ids, timestamps=None):
         """(inputs, targets) from (B, max_length + 1) ids, as this model trains.
 
-        "shifted" (SASRec, GRU4Rec): inputs ids[:, :-1], targets ids[:, 1:];
-        "cloze" (BERT4Rec): both the latest `max_length` ids. Plain slicing, so
-        NumPy arrays and tf.data tensors alike (`kr.data.next_item_dataset`).
+        "shifted" (SASRec, GRU4Rec, HSTU): inputs ids[:, :-1], targets
+        ids[:, 1:]; "cloze" (BERT4Rec): both the latest `max_length` ids.
+        `timestamps` aligned with `ids` are sliced like the inputs. Plain
+        slicing, so NumPy arrays and tf.data tensors alike
+        (`kr.data.next_item_dataset`).
         """
-        if self.target_style == "cloze":
-            return {self.history_feature: ids[:, 1:]}, ids[:, 1:]
-        return {self.history_feature: ids[:, :-1]}, ids[:, 1:]
+        inputs = slice(1, None) if self.target_style == "cloze" else slice(None, -1)
+        x = {self.history_feature: ids[:, inputs]}
+        if self.timestamp_feature is not None:
+            if timestamps is None:
+                raise ValueError(
+                    f"{type(self).__name__} reads timestamps ('{self.timestamp_feature}'): "
+                    "pass them aligned with the ids."
+                )
+            x[self.timestamp_feature] = timestamps[:, inputs]
+        return x, ids[:, 1:]
 
     # ------------------------------------------------------------- computing
     def call(self, inputs, training=None) -> dict:
-        return self.backbone(self._ids(inputs, training), training=training)
+        if self.timestamp_feature is None:
+            return self.backbone(self._ids(inputs, training), training=training)
+        ids, timestamps = self._ids_and_timestamps(inputs, training)
+        return self.backbone(ids, timestamps=timestamps, training=training)
 
     def _ids(self, inputs, training=None):
         """The history ids; at inference with unseen items dropped (`known_items_last`).
@@ -155,6 +172,23 @@ class SequentialRecommender(TopKRecommender):
         ids = inputs[self.history_feature] if isinstance(inputs, dict) else inputs
         ids = ops.cast(ids, "int32")
         return ids if training else known_items_last(ids)
+
+    def _ids_and_timestamps(self, inputs, training=None):
+        """`_ids` and the timestamps moved with them."""
+        if not isinstance(inputs, dict) or self.timestamp_feature not in inputs:
+            raise ValueError(
+                f"{type(self).__name__} reads the history's timestamps: the inputs need "
+                f"'{self.timestamp_feature}' next to '{self.history_feature}'."
+            )
+        ids = ops.cast(inputs[self.history_feature], "int32")
+        timestamps = ops.cast(inputs[self.timestamp_feature], "int32")
+        if training:
+            return ids, timestamps
+        order = known_items_order(ids)
+        ids = ops.take_along_axis(ids, order, axis=-1)
+        timestamps = ops.take_along_axis(timestamps, order, axis=-1)
+        known = item_mask(ids)
+        return ops.where(known, ids, 0), ops.where(known, timestamps, 0)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         targets = y_pred.get("targets", y) if isinstance(y_pred, dict) else y
@@ -179,14 +213,23 @@ class SequentialRecommender(TopKRecommender):
     def scorer(self) -> keras.Model:
         """A compiled model of (B, L) history ids → (B, V) scores, for fast full-ranking evaluation.
 
+        With timestamps it takes {history: ids, timestamps: times}.
+
         `scorer().predict_on_batch(ids)` runs `score_all` as one compiled
         function (jit on JAX) instead of op by op; built once, not saved.
         """
         scorer = self.__dict__.get("_scorer_model")
         if scorer is None:
             ids = keras.Input((self.max_length,), dtype="int32", name=self.history_feature)
-            scores = self.head(self.query_vectors({self.history_feature: ids}))
-            scorer = keras.Model(ids, scores, name=f"{self.name}_scorer")
+            inputs = {self.history_feature: ids}
+            if self.timestamp_feature is not None:
+                inputs[self.timestamp_feature] = keras.Input(
+                    (self.max_length,), dtype="int32", name=self.timestamp_feature
+                )
+            scores = self.head(self.query_vectors(inputs))
+            scorer = keras.Model(
+                ids if len(inputs) == 1 else inputs, scores, name=f"{self.name}_scorer"
+            )
             # Not an attribute Keras tracks: the scorer shares the model's weights.
             object.__setattr__(self, "_scorer_model", scorer)
         return scorer
@@ -206,7 +249,10 @@ class SequentialRecommender(TopKRecommender):
     def build(self, input_shape=None):
         if self.built:
             return
-        self.call(ops.ones((2, self.max_length), "int32"), training=False)
+        ids = ops.ones((2, self.max_length), "int32")
+        if self.timestamp_feature is not None:
+            ids = {self.history_feature: ids, self.timestamp_feature: ops.zeros_like(ids)}
+        self.call(ids, training=False)
         self.built = True
 
     # --------------------------------------------------------- serialization
@@ -219,6 +265,7 @@ class SequentialRecommender(TopKRecommender):
             "name": self.name,
             "spec": self.spec.get_config(),
             "history": self.history_feature,
+            "timestamps": self.timestamp_feature,
             **self.head_config,
             **self.backbone_config(),
         }
@@ -263,11 +310,15 @@ def known_items_last(ids):
     items to the end (a stable partition) makes the query the latest known
     item's, as if the unseen ones were never in the history.
     """
+    moved = ops.take_along_axis(ids, known_items_order(ids), axis=-1)
+    return ops.where(item_mask(moved), moved, ops.zeros_like(moved))
+
+
+def known_items_order(ids):
+    """(B, L) indices that move known items to the end, in order (a stable partition)."""
     length = ops.shape(ids)[1]
     known = ops.cast(item_mask(ids), "int32")
-    order = ops.argsort(known * length + ops.arange(length, dtype="int32"), axis=-1)
-    moved = ops.take_along_axis(ids, order, axis=-1)
-    return ops.where(item_mask(moved), moved, ops.zeros_like(moved))
+    return ops.argsort(known * length + ops.arange(length, dtype="int32"), axis=-1)
 
 
 def item_mask(ids):
