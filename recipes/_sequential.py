@@ -87,6 +87,7 @@ class Training:
     max_epochs: int = 200
     batch_size: int = 256
     learning_rate: float = 1e-3
+    optimizer: str = "adam"  # or "adamw": AdamW(β2 0.98, weight decay 1e-3), HSTU's
     eval_every: int = 5
     patience: int = 4  # checks without a better validation NDCG@10
     max_seconds: float | None = None  # a wall-clock budget for one run (stops like patience)
@@ -97,6 +98,12 @@ class Arm:
     label: str
     build: Callable | None  # spec, seed -> model; None: popularity
     training: Training = field(default_factory=Training)
+
+
+def make_optimizer(training: Training) -> keras.optimizers.Optimizer:
+    if training.optimizer == "adamw":
+        return keras.optimizers.AdamW(training.learning_rate, beta_2=0.98, weight_decay=1e-3)
+    return keras.optimizers.Adam(training.learning_rate)
 
 
 def _scores_fn(model):
@@ -165,7 +172,7 @@ def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     model = arm.build(data.spec, seed)
     training = arm.training
-    model.compile(optimizer=keras.optimizers.Adam(training.learning_rate))
+    model.compile(optimizer=make_optimizer(training))
     x, y = model.training_pair(data.train)
 
     def fit(epochs):

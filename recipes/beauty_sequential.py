@@ -40,6 +40,30 @@ ARMS = {
             spec, dropout=0.5, loss="sampled_softmax", num_negatives=100, seed=seed
         ),
     ),
+    "sasrec_cosine_softmax": sequential.Arm(
+        "SASRec (2 blocks, 1 head, dropout 0.5) with HSTU's loss: sampled softmax, "
+        "512 uniform negatives, L2-normalized, temperature 0.05, AdamW",
+        lambda spec, seed: kr.models.SASRec(
+            spec,
+            dropout=0.5,
+            loss="sampled_softmax",
+            num_negatives=512,
+            normalize=True,
+            temperature=0.05,
+            seed=seed,
+        ),
+        sequential.Training(optimizer="adamw"),
+    ),
+    "hstu": sequential.Arm(
+        "HSTU (4 blocks, 4 heads, dropout 0.5, sampled softmax, 512 uniform negatives, "
+        "L2-normalized, temperature 0.05, AdamW)",
+        # Chosen on validation NDCG@10 among 2 and 4 blocks, 1 and 4 heads, 128
+        # and 512 negatives, dropout 0.3 and 0.5 (results/sequential/beauty_hstu_sweep.json).
+        lambda spec, seed: kr.models.HSTU(
+            spec, num_blocks=4, num_heads=4, dropout=0.5, num_negatives=512, seed=seed
+        ),
+        sequential.Training(optimizer="adamw", max_epochs=400),
+    ),
     "bert4rec": sequential.Arm(
         "BERT4Rec (2 blocks, 2 heads, mask 0.6, full softmax)",
         lambda spec, seed: kr.models.BERT4Rec(

@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 mkdir -p /tmp/parts  # earlier parts stay: a rerun of some arms replaces theirs in the merge
 pids=()
 for arm in ${ARMS:-popularity gru4rec sasrec_bce sasrec_sampled_softmax bert4rec}; do
-  seeds="0 1 2"; [ $arm = popularity ] && seeds=0
+  seeds=${SEEDS:-0 1 2}; [ $arm = popularity ] && seeds=0
   for seed in $seeds; do
     XLA_PYTHON_CLIENT_PREALLOCATE=false python3 "$RECIPE".py --arms $arm --seeds $seed \
       --no-write --max-seconds "$1" --out /tmp/parts/${arm}_$seed.json > /tmp/parts/${arm}_$seed.log 2>&1 &
