@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from keras_recsys import serving_contract
+from keras_recsys.features.feature import NUM_RESERVED_IDS
 from keras_recsys.features.raw import MISSING_INT, RaggedValues
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -175,6 +176,8 @@ def _export_in_process(
 
     def serve(features):
         features = _same_batch_size(features)
+        if getattr(model, "max_candidates", None) is not None:
+            features = _at_most_candidates(model, features)
         features = _parsed_integer_sequences(model.spec, features)
         outputs = model.predict_outputs(preprocessor(features), **options)
         served = {}
@@ -227,6 +230,30 @@ def _check_contract_outputs(contract: dict, traced: dict, signature: dict) -> No
             "The serving contract disagrees with the exported signature: outputs "
             f"{described} vs {traced}, inputs {inputs} vs {signed}."
         )
+
+
+def _at_most_candidates(model, features: dict) -> dict:
+    """`features`, after a check that no candidate list is longer than the model ranks.
+
+    A sequence keeps its latest items; for a candidate list that would drop
+    candidates without a word, so a longer list is an error naming the input.
+    """
+    import tensorflow as tf
+
+    name, limit = model.candidate_feature, model.max_candidates
+    separator = model.spec[name].separator
+    items = tf.strings.split(features[name], sep=separator)
+    counts = tf.reduce_sum(tf.cast(tf.not_equal(items, ""), tf.int32), axis=1)
+    check = tf.debugging.Assert(
+        tf.reduce_all(counts <= limit),
+        [
+            f"serving_default: input '{name}' holds more than {limit} candidates in a row "
+            f"(the model ranks at most {limit}; split the list); the longest has",
+            tf.reduce_max(counts),
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return {key: tf.identity(value) for key, value in features.items()}
 
 
 def _same_batch_size(features: dict) -> dict:
@@ -433,8 +460,11 @@ def check_export(model, path: str, df: pd.DataFrame, atol: float = 1e-5) -> dict
     outputs = model.predict_outputs(to_numpy(df, model), **options)
     expected = {name: ops.convert_to_numpy(value) for name, value in outputs.items()}
     if "item_ids" in expected:
-        expected["item_ids"] = model.spec.vocabulary_values(
-            model.item_feature, expected["item_ids"]
+        values = model.spec.vocabulary_values(model.item_feature, expected["item_ids"])
+        # The serving graph writes padding (id 0) and unknown ids (1) as "" or -1.
+        missing = "" if model.spec.dtype_of(model.item_feature) == "string" else -1
+        expected["item_ids"] = np.where(
+            np.asarray(expected["item_ids"]) < NUM_RESERVED_IDS, missing, values
         )
     served = run_saved_model(
         path, serving_inputs(model.spec, df, getattr(model, "serving_features", None))
@@ -450,7 +480,7 @@ def check_export(model, path: str, df: pd.DataFrame, atol: float = 1e-5) -> dict
             differences[name] = float(not same.all())
             if not same.all():
                 raise AssertionError(
-                    f"The export's top-k item ids differ from the model's in "
+                    f"The export's item ids differ from the model's in "
                     f"{int((~same).any(axis=1).sum())} of {len(same)} rows."
                 )
             continue

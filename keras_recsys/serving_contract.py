@@ -73,6 +73,9 @@ def build_contract(
     if top_k:
         kind = "retrieval" if served is not None else "next_item"
         outputs = _top_k_outputs(model, 10 if k is None else int(k))
+    elif hasattr(model, "score_candidates"):
+        kind = "candidate_ranking"
+        outputs = _candidate_outputs(model)
     else:
         kind = "ranking"
         outputs = _pointwise_outputs(model)
@@ -257,6 +260,42 @@ def _pointwise_outputs(model) -> dict[str, Any]:
             entry.update(kind=None, task=None, label=None)
             entry["meaning"] = f"an extra output of {type(model).__name__} (no task of its own)"
         outputs[name] = entry
+    return outputs
+
+
+def _candidate_outputs(model) -> dict[str, Any]:
+    """A candidate-ranking model (`HSTURanker`): per task a (B, M) score of each candidate slot."""
+    spec = model.spec
+    name, limit = model.candidate_feature, model.max_candidates
+    slots = (
+        f"one column per slot of the '{name}' list (at most {limit} candidates, "
+        f"front-padded like every sequence: of m candidates, the j-th is in column "
+        f"{limit} - m + j; `item_ids` names each column's candidate)"
+    )
+    outputs: dict[str, Any] = {}
+    for task, positives in model.task_positives.items():
+        outputs[task] = {
+            "dtype": "float32",
+            "shape": [None, limit],
+            "kind": "binary",
+            "task": task,
+            "label": model.action_feature,
+            "meaning": (
+                f"probability that the user's action on the candidate is one of {positives} "
+                f"(task '{task}'); {slots}; 0 in padding columns"
+            ),
+        }
+    owner = spec.vocabulary_owner(name)
+    dtype = "string" if owner.dtype == "string" else "int64"
+    outputs["item_ids"] = {
+        "dtype": dtype,
+        "shape": [None, limit],
+        "item_feature": name,
+        "meaning": (
+            f"the candidate of each column, raw as sent; padding columns hold "
+            f"{'an empty string' if dtype == 'string' else '-1'}"
+        ),
+    }
     return outputs
 
 

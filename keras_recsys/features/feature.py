@@ -355,8 +355,9 @@ class Sequence(_Vocabulary, Feature):
         name: feature name; also the input column unless `column` is given.
         max_length: number of most recent items kept.
         embedding_dim: embedding size (ignored when sharing a table).
-        shares_vocabulary_with: name of a `Categorical` feature whose
-            vocabulary and embedding table this sequence uses.
+        shares_vocabulary_with: name of a `Categorical` feature (or of a
+            `Sequence` with its own vocabulary) whose vocabulary and
+            embedding table this sequence uses.
         pooling: "mean", "sum" or "max": how models that need one vector per
             feature pool the sequence (over unpadded positions).
         separator: delimiter of string-encoded sequences (also the encoding

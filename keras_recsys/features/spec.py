@@ -71,11 +71,16 @@ class FeatureSpec:
         for feature in self.features:
             if isinstance(feature, Sequence) and feature.shares_vocabulary_with:
                 owner = self._by_name.get(feature.shares_vocabulary_with)
-                if not isinstance(owner, Categorical):
+                # The owner keeps the vocabulary: a Categorical, or a Sequence
+                # that shares none itself (a history whose candidates share it).
+                if not (
+                    isinstance(owner, Categorical)
+                    or (isinstance(owner, Sequence) and not owner.shares_vocabulary_with)
+                ):
                     raise ValueError(
                         f"Sequence '{feature.name}' shares the vocabulary of "
                         f"'{feature.shares_vocabulary_with}', which is not a "
-                        "Categorical feature of this spec."
+                        "Categorical feature or a Sequence with its own vocabulary in this spec."
                     )
             if isinstance(feature, Timestamps):
                 sequence = self._by_name.get(feature.sequence)

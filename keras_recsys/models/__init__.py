@@ -13,6 +13,7 @@ from keras_recsys.models.sequence import (
     HSTU,
     BERT4Rec,
     GRU4Rec,
+    HSTURanker,
     SASRec,
     SequentialRecommender,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "GRU4Rec",
     "HMoE",
     "HSTU",
+    "HSTURanker",
     "M2M",
     "MMoE",
     "PEPNet",

@@ -4,6 +4,7 @@ from keras_recsys.models.sequence.base import SequenceBackbone, SequentialRecomm
 from keras_recsys.models.sequence.bert4rec import BERT4Rec, BERT4RecBackbone
 from keras_recsys.models.sequence.gru4rec import GRU4Rec, GRU4RecBackbone
 from keras_recsys.models.sequence.hstu import HSTU, HSTUBackbone
+from keras_recsys.models.sequence.hstu_ranking import HSTURanker
 from keras_recsys.models.sequence.sasrec import SASRec, SASRecBackbone
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "GRU4RecBackbone",
     "HSTU",
     "HSTUBackbone",
+    "HSTURanker",
     "SASRec",
     "SASRecBackbone",
     "SequenceBackbone",
