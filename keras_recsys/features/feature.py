@@ -535,6 +535,4 @@ class Timestamps(Feature):
         self.origin = int(state["origin"])
 
 
-FEATURE_KINDS = {
-    cls.kind: cls for cls in (Categorical, Numeric, Sequence, Crossed, Timestamps)
-}
+FEATURE_KINDS = {cls.kind: cls for cls in (Categorical, Numeric, Sequence, Crossed, Timestamps)}
