@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_recsys.features.feature import PAD_ID
+from keras_recsys.features.feature import NUM_RESERVED_IDS, OOV_ID, PAD_ID
 from keras_recsys.layers.pooling import MaskedPooling
 
 
@@ -29,6 +29,32 @@ class FeatureEmbedding(keras.layers.Layer):
     Tables are shared by name: a sequence that shares the vocabulary of a
     categorical feature reads the same table.
 
+    **Out-of-vocabulary dropout.** Row 1 of every table embeds the
+    out-of-vocabulary id (see `keras_recsys.features.feature`): values never
+    seen when the spec was fitted, and missing ones. When every training
+    value is in the vocabulary (the default `min_frequency=1`), no training
+    example carries id 1, so that row keeps its random initial vector and an
+    unseen value at serving time feeds the model noise it never saw. With
+    `oov_dropout=p`, during training only, each real id (>= 2; never the
+    padding id 0) of the features in `oov_dropout_features` is replaced by
+    id 1 with probability p, independently per id and per sequence
+    position, so row 1 learns what "a value the model does not know" means
+    for each feature (fit on a random sample of all its values), and the
+    rest of the network learns to read it. Inference (`training=False`, the
+    export) is unchanged. Call the layer with `training` explicitly: JAX's
+    `fit` runs a model's `call` outside Keras' call context, so there a
+    front end called without it never sees `training=True`. The other
+    documented way is the vocabulary's `min_frequency`
+    (`kr.Categorical(..., min_frequency=k)`): values seen fewer than k times
+    share id 1 in training, which trains row 1 on the rare values only, and
+    drops their own rows. `recipes/census_oov.py`
+    measures both on census with unseen values injected in the test split
+    (DNN, 3 seeds): with p = 0.01 the income log loss on rows with three
+    unseen columns fell from 0.1314 to 0.1286 (every column unseen: 0.376
+    to 0.168), and the clean test AUC was 0.9476 against 0.9474; p = 0.05 did
+    slightly better on unseen values (0.1277, 0.156), `min_frequency=100`
+    worse (0.1287, 0.209).
+
     Args:
         tables: {table_name: [input_dim, output_dim]}.
         fields: [[feature_name, table_name], ...] of single-id features.
@@ -36,6 +62,19 @@ class FeatureEmbedding(keras.layers.Layer):
         dense: names of numeric features, in order.
         numeric_field_dim: if set, also embed each numeric feature as a field.
         embeddings_regularizer: regularizer of every table.
+        oov_dropout: probability, in [0, 1), that a real id is replaced by
+            the out-of-vocabulary id during training. Default 0 (ids are
+            read as given, no seed generator is created, so weights and
+            configs are those of a layer without the option); models
+            choose their rate. 0.01 is the recommended one: it gets most of
+            the measured gain on unseen values while hiding the fewest ids,
+            which matters more for long-tailed id features (user, item) than
+            for census' small vocabularies (not measured here).
+        oov_dropout_features: names of the fields and sequences whose ids
+            `oov_dropout` replaces; None for all of them. `from_spec` names
+            the categorical and sequence features, leaving out bucketized
+            numerics, whose ids are never out of vocabulary.
+        seed: seed of the `oov_dropout` draws.
 
     Use `FeatureEmbedding.from_spec(spec)` rather than the raw arguments.
 
@@ -55,6 +94,9 @@ class FeatureEmbedding(keras.layers.Layer):
         dense: list[str] | None = None,
         numeric_field_dim: int | None = None,
         embeddings_regularizer: Any = None,
+        oov_dropout: float = 0.0,
+        oov_dropout_features: list[str] | None = None,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -77,13 +119,43 @@ class FeatureEmbedding(keras.layers.Layer):
             name: MaskedPooling(pooling, name=f"pool_{name}")
             for name, _, pooling in self.sequence_fields
         }
+        self.oov_dropout = float(oov_dropout)
+        if not 0.0 <= self.oov_dropout < 1.0:
+            raise ValueError(
+                f"FeatureEmbedding '{self.name}': oov_dropout must be in [0, 1), got {oov_dropout}."
+            )
+        id_features = [name for name, _ in self.fields]
+        id_features += [name for name, _, _ in self.sequence_fields]
+        self.oov_dropout_features = None
+        if oov_dropout_features is not None:
+            self.oov_dropout_features = list(oov_dropout_features)
+            unknown = sorted(set(self.oov_dropout_features) - set(id_features))
+            if unknown:
+                raise ValueError(
+                    f"FeatureEmbedding '{self.name}': oov_dropout_features names {unknown}, "
+                    f"which are not id features of this layer; they are {id_features}."
+                )
+        self._dropped = set(
+            id_features if self.oov_dropout_features is None else self.oov_dropout_features
+        )
+        self.seed = seed
+        # Only with a rate: a seed generator without a seed draws one from the
+        # global random state when created, which would shift the initial
+        # weights of every model that does not use OOV dropout.
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed, name="oov_dropout_seed") if self.oov_dropout else None
+        )
 
     @classmethod
     def from_spec(cls, spec, numeric_field_dim: int | None = None, **kwargs):
-        """Builds the front end for a fitted `FeatureSpec`."""
+        """Builds the front end for a fitted `FeatureSpec`.
+
+        `oov_dropout` (in `kwargs`) applies to the categorical and sequence
+        features, whose ids have an out-of-vocabulary value.
+        """
         spec.check_adapted()
         tables: dict[str, list[int]] = {}
-        fields, sequences = [], []
+        fields, sequences, vocabulary_features = [], [], []
         for feature in spec.features:
             if feature.kind == "crossed":
                 continue
@@ -95,6 +167,10 @@ class FeatureEmbedding(keras.layers.Layer):
                 sequences.append([feature.name, table, feature.pooling])
             else:
                 fields.append([feature.name, table])
+            if feature.kind in ("categorical", "sequence"):
+                vocabulary_features.append(feature.name)
+        if kwargs.get("oov_dropout"):
+            kwargs.setdefault("oov_dropout_features", vocabulary_features)
         return cls(
             tables,
             fields,
@@ -132,12 +208,31 @@ class FeatureEmbedding(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, inputs):
+    def drop_to_oov(self, ids):
+        """`ids` with each real id (>= 2) replaced by the OOV id 1 with probability `oov_dropout`.
+
+        Padding (0) and ids already out of vocabulary (1) are left alone.
+        """
+        draw = keras.random.uniform(ops.shape(ids), seed=self.seed_generator)
+        dropped = ops.logical_and(
+            ops.greater_equal(ids, NUM_RESERVED_IDS), ops.less(draw, self.oov_dropout)
+        )
+        return ops.where(dropped, ops.full_like(ids, OOV_ID), ids)
+
+    def call(self, inputs, training=None):
         fields, sequences, masks = {}, {}, {}
-        for name, table in self.fields:
-            fields[name] = self.tables[table](inputs[name])
-        for name, table, _ in self.sequence_fields:
+
+        def ids_of(name):
             ids = inputs[name]
+            if training and self.oov_dropout and name in self._dropped:
+                ids = self.drop_to_oov(ids)
+            return ids
+
+        for name, table in self.fields:
+            fields[name] = self.tables[table](ids_of(name))
+        for name, table, _ in self.sequence_fields:
+            ids = ids_of(name)
+            # Dropped positions stay items (OOV), so the mask is unchanged.
             mask = ops.not_equal(ids, PAD_ID)
             embedded = self.tables[table](ids)
             sequences[name] = embedded
@@ -168,6 +263,13 @@ class FeatureEmbedding(keras.layers.Layer):
             if self.embeddings_regularizer
             else None,
         )
+        if self.oov_dropout:
+            # Only when set, so configs without OOV dropout stay as they were.
+            config.update(
+                oov_dropout=self.oov_dropout,
+                oov_dropout_features=self.oov_dropout_features,
+                seed=self.seed,
+            )
         return config
 
 

@@ -135,6 +135,13 @@ class RecModel(RememberedCompile, keras.Model):
             second forward pass). See
             `keras_recsys.training.loss_weighting`.
         gradnorm_alpha: GradNorm's α (with `loss_weighting="gradnorm"`).
+        oov_dropout: in training, the rate at which a categorical or sequence
+            id becomes the out-of-vocabulary id, so that values unseen at
+            serving time read a trained vector instead of a random one (see
+            `FeatureEmbedding`). Default 0 (off, as before); 0.01 is the
+            recommended setting: on census with unseen categories injected
+            in 30% of the test rows it lowered their log loss at no cost on
+            the normal test split (`recipes/results/oov/census_oov.json`).
     """
 
     def __init__(
@@ -145,6 +152,7 @@ class RecModel(RememberedCompile, keras.Model):
         scenario_tower=False,
         loss_weighting: str = "fixed",
         gradnorm_alpha: float = 1.5,
+        oov_dropout: float = 0.0,
         **kwargs,
     ):
         if isinstance(spec, dict):
@@ -157,8 +165,9 @@ class RecModel(RememberedCompile, keras.Model):
             Task.from_config(t) if isinstance(t, dict) else t for t in as_tasks(tasks)
         )
         self.embedding = FeatureEmbedding.from_spec(
-            spec, numeric_field_dim=numeric_field_dim, name="embedding"
+            spec, numeric_field_dim=numeric_field_dim, oov_dropout=oov_dropout, name="embedding"
         )
+        self.oov_dropout = float(oov_dropout)
         self.numeric_field_dim = numeric_field_dim
         self.heads = TaskHeads(self.head_units(), name="heads")
         self.loss_weighting = loss_weighting
@@ -732,6 +741,8 @@ class RecModel(RememberedCompile, keras.Model):
             config.setdefault("numeric_field_dim", self.numeric_field_dim)
         if self.scenario_tower_config is not None:
             config["scenario_tower"] = self.scenario_tower_config
+        if self.oov_dropout:
+            config["oov_dropout"] = self.oov_dropout
         if self.loss_weighting != "fixed":
             config["loss_weighting"] = self.loss_weighting
         if self.loss_weighting == "gradnorm":

@@ -143,3 +143,134 @@ def test_config_round_trip(rng, randomize, round_trip):
         for name in expected[part]:
             np.testing.assert_array_equal(_np(actual[part][name]), _np(expected[part][name]))
     np.testing.assert_array_equal(_np(actual["dense"]), _np(expected["dense"]))
+
+
+def _many_ids(spec, rng, rows=4000):
+    """Preprocessed inputs of `rows` examples: only real ids (>= 2), padded histories."""
+    item_dim, user_dim = spec.input_dim("item"), spec.input_dim("user")
+    hist = rng.integers(2, item_dim, size=(rows, 3)).astype("int32")
+    hist[rng.random((rows, 3)) < 0.3] = 0  # padding
+    return {
+        "user": rng.integers(2, user_dim, size=rows).astype("int32"),
+        "item": rng.integers(2, item_dim, size=rows).astype("int32"),
+        "hist": hist,
+        "price": rng.integers(2, spec.input_dim("price"), size=rows).astype("int32"),
+        "age": rng.normal(size=rows).astype("float32"),
+        "income": rng.normal(size=rows).astype("float32"),
+    }
+
+
+def _rows_read(vectors, table):
+    """The row of `table` each vector of `vectors` (..., d) is (exact lookups)."""
+    match = np.all(vectors[..., None, :] == table, axis=-1)
+    assert np.all(match.sum(-1) == 1), "every vector is exactly one table row"
+    return match.argmax(-1)
+
+
+@pytest.mark.multibackend
+def test_oov_dropout_replaces_real_ids_in_training_only(rng, randomize):
+    """In training each real id becomes OOV (1) at about the rate; padding stays
+    padding, bucketized numerics are left alone, and inference reads the ids as given."""
+    spec = _spec()
+    inputs = _many_ids(spec, rng)
+    front = FeatureEmbedding.from_spec(spec, oov_dropout=0.2, seed=3)
+    assert front.oov_dropout_features == ["user", "item", "hist"]  # not "price"
+    front(inputs)
+    randomize(front, rng)
+    table = {name: _np(layer.embeddings) for name, layer in front.tables.items()}
+
+    out = front(inputs, training=True)
+    read = {name: _rows_read(_np(out["fields"][name]), table[name]) for name in ("user", "item")}
+    read["hist"] = _rows_read(_np(out["sequences"]["hist"]), table["item"])
+    read["price"] = _rows_read(_np(out["fields"]["price"]), table["price"])
+    for name in ("user", "item", "hist"):
+        given, real = inputs[name], inputs[name] >= 2
+        dropped = read[name] == 1
+        # Every id read is the one given or OOV; padding is still padding (and masked).
+        assert np.all((read[name] == given) | (dropped & real)), name
+        # 4,000 (user, item) or ~8,400 (hist) Bernoulli(0.2) draws: sd <= 0.0064.
+        rate = dropped[real].mean()
+        assert abs(rate - 0.2) < 0.04, (name, rate)
+    np.testing.assert_array_equal(_np(out["masks"]["hist"]), inputs["hist"] != 0)
+    np.testing.assert_array_equal(read["price"], inputs["price"])
+    # Different draws for the user and item columns (one generator, advancing).
+    assert np.mean((read["user"] == 1) == (read["item"] == 1)) < 0.9
+
+    expected = {name: table[name][inputs[name]] for name in ("user", "item", "price")}
+    for training in (False, None):
+        out = front(inputs, training=training)
+        for name, vectors in expected.items():
+            np.testing.assert_array_equal(_np(out["fields"][name]), vectors, err_msg=name)
+        np.testing.assert_array_equal(_np(out["sequences"]["hist"]), table["item"][inputs["hist"]])
+    # Without a rate (the default) training reads the ids as given too.
+    plain = FeatureEmbedding.from_spec(spec)
+    plain(inputs)
+    plain.set_weights(front.get_weights())
+    out = plain(inputs, training=True)
+    np.testing.assert_array_equal(_np(out["fields"]["user"]), expected["user"])
+
+
+class Scorer(keras.Model):
+    """One logit from a FeatureEmbedding, passed `training` as a model must pass it."""
+
+    def __init__(self, front):
+        super().__init__(name="scorer")
+        self.front = front
+        self.out = keras.layers.Dense(1)
+
+    def call(self, inputs, training=None):
+        # Explicitly: JAX's `fit` runs this `call` outside Keras' call context,
+        # so a front end called without `training` would not know it trains.
+        embedded = self.front(inputs, training=training)
+        return self.out(concat_inputs(embedded, self.front.field_names))
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_oov_row_is_trained_only_with_oov_dropout(rng, rate):
+    """Data without an OOV id: `fit` (compiled) moves row 1 of the tables only when
+    oov_dropout > 0; the other rows train either way."""
+    spec = _spec()
+    batch = {k: np.asarray(v) for k, v in next(iter(kr.data.from_pandas(_frame(), spec))).items()}
+    assert all(np.all(batch[name] != 1) for name in ("user", "item", "hist"))
+    keras.utils.set_random_seed(0)
+    model = Scorer(FeatureEmbedding.from_spec(spec, oov_dropout=rate, seed=1))
+    model(batch)
+    before = {name: _np(layer.embeddings).copy() for name, layer in model.front.tables.items()}
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    inputs = {k: np.repeat(v, 40, axis=0) for k, v in batch.items()}
+    labels = rng.normal(size=(len(inputs["user"]), 1)).astype("float32")
+    model.fit(inputs, labels, batch_size=50, epochs=2, verbose=0)
+    for name in ("user", "item"):
+        after = _np(model.front.tables[name].embeddings)
+        assert np.any(after[2:] != before[name][2:]), name  # the model trained
+        moved = not np.array_equal(after[1], before[name][1])
+        assert moved == (rate > 0), (name, rate)
+    # Bucket ids are never out of vocabulary, so their row 1 is never dropped to.
+    np.testing.assert_array_equal(
+        _np(model.front.tables["price"].embeddings)[1], before["price"][1]
+    )
+
+
+def test_oov_dropout_config_round_trip_and_errors(rng, randomize, round_trip):
+    """oov_dropout, its features and seed survive the config; bad values name the layer."""
+    spec = _spec()
+    batch = next(iter(kr.data.from_pandas(_frame(), spec)))
+    front = FeatureEmbedding.from_spec(spec, oov_dropout=0.05, seed=7, name="front")
+    front(batch)
+    randomize(front, rng)
+    copy = round_trip(front, batch)
+    assert (copy.oov_dropout, copy.oov_dropout_features, copy.seed) == (
+        0.05,
+        ["user", "item", "hist"],
+        7,
+    )
+    np.testing.assert_array_equal(
+        _np(copy(batch)["fields"]["user"]), _np(front(batch)["fields"]["user"])
+    )
+    # Without a rate the config is what it was before the option existed.
+    assert "oov_dropout" not in FeatureEmbedding.from_spec(spec).get_config()
+    with pytest.raises(ValueError, match=r"'front': oov_dropout must be in \[0, 1\), got 1.0"):
+        FeatureEmbedding.from_spec(spec, oov_dropout=1.0, name="front")
+    with pytest.raises(ValueError, match=r"oov_dropout_features names \['age'\]"):
+        FeatureEmbedding.from_spec(spec, oov_dropout=0.1, oov_dropout_features=["user", "age"])

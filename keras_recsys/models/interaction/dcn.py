@@ -107,7 +107,7 @@ class DCN(RecModel):
         )
 
     def compute_logits(self, inputs, training=None):
-        x0 = self.concat_inputs(self.embedding(inputs))
+        x0 = self.concat_inputs(self.embedding(inputs, training=training))
         crossed = x0
         for layer in self.cross_layers:
             crossed = layer(x0, crossed)

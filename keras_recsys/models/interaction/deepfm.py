@@ -59,7 +59,7 @@ class DeepFM(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        embedded = self.embedding(inputs)
+        embedded = self.embedding(inputs, training=training)
         fields = stack_fields(embedded["fields"], self.field_names)
         fm = self.fm(fields)
         linear = self.split_by_task(self.linear(inputs, embedded["dense"]))

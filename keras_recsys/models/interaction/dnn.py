@@ -53,7 +53,7 @@ class DNN(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        x0 = self.concat_inputs(self.embedding(inputs))
+        x0 = self.concat_inputs(self.embedding(inputs, training=training))
         return self.heads(self.mlp(x0, training=training))
 
     def gradnorm_variables(self) -> list:

@@ -56,7 +56,7 @@ class WideAndDeep(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        embedded = self.embedding(inputs)
+        embedded = self.embedding(inputs, training=training)
         wide = self.split_by_task(self.wide(inputs, embedded["dense"]))
         deep = self.heads(self.deep(self.concat_inputs(embedded), training=training))
         return {name: wide[name] + deep[name] for name in self.task_names}

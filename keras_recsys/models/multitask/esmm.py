@@ -89,7 +89,7 @@ class ESMM(RecModel):
 
     def tower_logits(self, inputs, training=None) -> tuple:
         """(CTR logit, CVR logit), scenario-tower logits included."""
-        x0 = self.concat_inputs(self.embedding(inputs))
+        x0 = self.concat_inputs(self.embedding(inputs, training=training))
         logits = self.heads(self.towers(x0, training=training))
         ctr, ctcvr = self.task_names
         logits = self.add_scenario_logits(

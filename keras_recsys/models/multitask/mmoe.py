@@ -77,7 +77,7 @@ class MMoE(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        x0 = self.concat_inputs(self.embedding(inputs))
+        x0 = self.concat_inputs(self.embedding(inputs, training=training))
         mixed = self.moe(x0, training=training)
         return self.heads(self.towers(mixed, training=training))
 

@@ -92,7 +92,7 @@ class PLE(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        x = self.concat_inputs(self.embedding(inputs))
+        x = self.concat_inputs(self.embedding(inputs, training=training))
         for level in self.levels:
             x = level(x, training=training)
         return self.heads(self.towers(x, training=training))

@@ -65,7 +65,7 @@ class SharedBottom(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        x = self.concat_inputs(self.embedding(inputs))
+        x = self.concat_inputs(self.embedding(inputs, training=training))
         if self.bottom is not None:
             x = self.bottom(x, training=training)
         return self.heads(self.towers(x, training=training))

@@ -103,7 +103,7 @@ class M2M(RecModel):
         self.build_now()
 
     def compute_logits(self, inputs, training=None):
-        embedded = self.embedding(inputs)
+        embedded = self.embedding(inputs, training=training)
         x0 = self.concat_inputs(embedded)
         z = ops.concatenate([embedded["fields"][f] for f in self.scenario_features], axis=-1)
         experts = ops.stack([e(x0, training=training) for e in self.experts], axis=1)

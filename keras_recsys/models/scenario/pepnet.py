@@ -159,7 +159,7 @@ class PEPNet(RecModel):
             )
         return names
 
-    def gated_tower_inputs(self, inputs) -> dict:
+    def gated_tower_inputs(self, inputs, training=None) -> dict:
         """The EPNet-scaled tower input x and PPNet's scales of every layer input.
 
         Returns `{"x": (B, D), "scales": {gate name: (B, T·width)}}`, one
@@ -167,7 +167,7 @@ class PEPNet(RecModel):
         input (`head`), task t's scales in columns [t·width, (t+1)·width);
         `scales` is empty when PPNet is off. For inspection and tests.
         """
-        embedded = self.embedding(inputs)
+        embedded = self.embedding(inputs, training=training)
         fields = dict(embedded["fields"])
         if self.embedding_gate is not None:
             domain = ops.concatenate([fields[f] for f in self.epnet_features], axis=-1)
@@ -191,7 +191,7 @@ class PEPNet(RecModel):
         return h * scales[:, k * width : (k + 1) * width]
 
     def compute_logits(self, inputs, training=None):
-        gated = self.gated_tower_inputs(inputs)
+        gated = self.gated_tower_inputs(inputs, training=training)
         scales = gated["scales"]
         act = keras.activations.get(self.activation)
         hidden = {task: gated["x"] for task in self.task_names}

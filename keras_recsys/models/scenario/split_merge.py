@@ -85,7 +85,7 @@ class SplitMerge(RecModel):
         """Creates the layers a subclass's `merge` needs (none here)."""
 
     def compute_logits(self, inputs, training=None):
-        hidden = self.concat_inputs(self.embedding(inputs))
+        hidden = self.concat_inputs(self.embedding(inputs, training=training))
         if self.bottom is not None:
             hidden = self.bottom(hidden, training=training)
         scores = self.towers(hidden, training=training)  # (B, S, U)

@@ -85,7 +85,7 @@ class STAR(RecModel):
 
     def compute_logits(self, inputs, training=None):
         scenario_ids = inputs[self.scenario]
-        x = self.concat_inputs(self.embedding(inputs))
+        x = self.concat_inputs(self.embedding(inputs, training=training))
         if self.pn is not None:
             x = self.pn(x, scenario_ids, training=training)
         for layer, dropout in zip(self.star_layers, self.dropouts):

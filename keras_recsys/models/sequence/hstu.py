@@ -153,6 +153,12 @@ class HSTU(SequentialRecommender):
             2 blocks, 1 head, dropout 0.2).
         loss, num_negatives, temperature, normalize: the next-item loss
             (see `NextItemHead`); defaults as the reference.
+        stochastic_length: α in (1, 2] to train on stochastically shortened
+            long histories (paper §3.3; see
+            `kr.training.stochastic_length`), through `training_batches`;
+            None trains on whole histories.
+        stochastic_length_mode: "recent" (keep the latest items, the
+            reference code's rule, default) or "sample".
         **kwargs: `history`, `timestamps` and the other arguments of
             `SequentialRecommender`.
 
@@ -174,6 +180,8 @@ class HSTU(SequentialRecommender):
         value_dim: int | None = None,
         dropout: float = 0.2,
         num_time_buckets: int = 128,
+        stochastic_length: float | None = None,
+        stochastic_length_mode: str = "recent",
         loss: str = "sampled_softmax",
         num_negatives: int | None = 128,
         temperature: float = 0.05,
@@ -191,6 +199,8 @@ class HSTU(SequentialRecommender):
             use_time_bias=kwargs.get("timestamps") is not None,
             name="backbone",
         )
+        if stochastic_length is not None and not 1.0 < float(stochastic_length) <= 2.0:
+            raise ValueError(f"stochastic_length is α in (1, 2], got {stochastic_length}.")
         kwargs.setdefault("name", "hstu")
         super().__init__(
             spec,
@@ -201,7 +211,24 @@ class HSTU(SequentialRecommender):
             normalize=normalize,
             **kwargs,
         )
+        self.stochastic_length = None if stochastic_length is None else float(stochastic_length)
+        self.stochastic_length_mode = stochastic_length_mode
         self.build()
+
+    def training_batches(self, ids, batch_size: int = 128, timestamps=None, seed=None):
+        """Training data for `fit`: (inputs, targets) arrays, or length-grouped batches.
+
+        Without `stochastic_length`, `training_pair(ids, timestamps)` (fit
+        batches it); with it, a `kr.training.StochasticLengthBatches` that
+        shortens long histories anew every epoch.
+        """
+        if self.stochastic_length is None:
+            return self.training_pair(ids, timestamps)
+        from keras_recsys.training.stochastic_length import StochasticLengthBatches
+
+        return StochasticLengthBatches(
+            ids, self, batch_size=batch_size, timestamps=timestamps, seed=seed
+        )
 
     def compile(self, optimizer=None, **kwargs):
         """Compiles with AdamW(lr 1e-3, β = (0.9, 0.98), weight decay 1e-3) unless an optimizer is given."""
@@ -218,4 +245,6 @@ class HSTU(SequentialRecommender):
             "value_dim": backbone.value_dim,
             "dropout": backbone.dropout,
             "num_time_buckets": backbone.num_time_buckets,
+            "stochastic_length": self.stochastic_length,
+            "stochastic_length_mode": self.stochastic_length_mode,
         }
