@@ -8,7 +8,17 @@ feature values.
 
 import importlib
 
-from keras_recsys import callbacks, datasets, evaluation, export, heads, layers, metrics, models
+from keras_recsys import (
+    callbacks,
+    datasets,
+    evaluation,
+    export,
+    heads,
+    layers,
+    metrics,
+    models,
+    training,
+)
 from keras_recsys.features import (
     Categorical,
     Crossed,
@@ -48,4 +58,5 @@ __all__ = [
     "layers",
     "metrics",
     "models",
+    "training",
 ]

@@ -243,6 +243,24 @@ class FeatureSpec:
                 start += len(row)
         return out
 
+    def sequence_timestamps(self, name: str, times, max_length: int | None = None) -> np.ndarray:
+        """(N, L) int32 model input of a `Timestamps` feature from raw lists, as the TF preprocessing.
+
+        Seconds since the fitted origin, the latest `max_length` (default:
+        the timed sequence's) kept, front-padded with 0: aligned with
+        `sequence_ids` of the items. NumPy only.
+        """
+        feature = self[name]
+        if feature.kind != "timestamps":
+            raise ValueError(f"Feature '{name}' is a {feature.kind} feature, not Timestamps.")
+        length = int(max_length or self[feature.sequence].max_length)
+        out = np.zeros((len(times), length), dtype=np.int32)
+        for i, row in enumerate(times):
+            kept = np.asarray(list(row)[-length:], dtype=np.int64) - feature.origin
+            if len(kept):
+                out[i, length - len(kept) :] = np.clip(kept, -(2**31) + 1, 2**31 - 1)
+        return out
+
     def vocabulary_values(self, name: str, ids) -> np.ndarray:
         """Raw values of internal ids (the inverse of `lookup`; ids 0 and 1 give None)."""
         owner = self.vocabulary_owner(name)

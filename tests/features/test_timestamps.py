@@ -73,3 +73,13 @@ def test_timestamps_must_time_a_sequence_of_the_spec():
         kr.FeatureSpec([kr.Sequence("h"), kr.Timestamps("t", "h"), kr.Timestamps("u", "h")])
     with pytest.raises(ValueError, match="no value in the adapt data"):
         _spec().adapt(pd.DataFrame({"h": [[]], "h_time": [[]]}))
+
+
+def test_numpy_timestamps_equal_the_tensorflow_preprocessing(preprocess):
+    spec = _spec().adapt(_frame("lists"))
+    frame = _frame("lists")
+    np.testing.assert_array_equal(
+        spec.sequence_timestamps("h_time", frame["h_time"]), preprocess(spec, frame)["h_time"]
+    )
+    with pytest.raises(ValueError, match="not Timestamps"):
+        spec.sequence_timestamps("h", frame["h"])
