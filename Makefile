@@ -39,8 +39,8 @@ test-slow: $(STAMP)
 	$(PYTEST) -m slow -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check keras_recsys tests benchmarks recipes
-	$(BIN)/ruff format --check keras_recsys tests benchmarks recipes
+	$(BIN)/ruff check keras_recsys keras_recsys_cli tests benchmarks recipes
+	$(BIN)/ruff format --check keras_recsys keras_recsys_cli tests benchmarks recipes
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ranking.py

@@ -57,15 +57,42 @@ class SequenceData:
     test_history: np.ndarray
     test_target: np.ndarray
     notes: dict = field(default_factory=dict)
+    # With timestamps: the times aligned with `train`, `valid_history`, `test_history`.
+    train_times: np.ndarray | None = None
+    valid_times: np.ndarray | None = None
+    test_times: np.ndarray | None = None
+
+    def queries(self, split: str, model=None) -> dict:
+        """A split's histories as model inputs ({"history", and "history_time" if read})."""
+        queries = {"history": getattr(self, f"{split}_history")}
+        if getattr(model, "timestamp_feature", None) is not None:
+            queries[model.timestamp_feature] = getattr(self, f"{split}_times")
+        return queries
 
 
-def leave_one_out_data(dataset: kr.datasets.SequenceDataset, max_length: int, dim: int):
-    """The S3-Rec split of a `SequenceDataset` as id arrays."""
+def leave_one_out_data(
+    dataset: kr.datasets.SequenceDataset, max_length: int, dim: int, timestamps: bool = False
+):
+    """The S3-Rec split of a `SequenceDataset` as id arrays (and time arrays with `timestamps`)."""
     train, valid, test = dataset.leave_one_out()
     catalogue = pd.DataFrame({"history": dataset.sequences["item_id"]})
-    spec = kr.FeatureSpec([kr.Sequence("history", max_length=max_length)], dim)
+    features = [kr.Sequence("history", max_length=max_length)]
+    if timestamps:
+        features.append(kr.Timestamps("history_time", "history"))
+        catalogue["history_time"] = dataset.sequences["timestamp"]
+    spec = kr.FeatureSpec(features, dim)
     spec.adapt(catalogue)
+    times = {}
+    if timestamps:
+        times = {
+            "train_times": spec.sequence_timestamps(
+                "history_time", train["timestamp"], max_length + 1
+            ),
+            "valid_times": spec.sequence_timestamps("history_time", valid["timestamp"]),
+            "test_times": spec.sequence_timestamps("history_time", test["timestamp"]),
+        }
     return SequenceData(
+        **times,
         name=dataset.name,
         spec=spec,
         train=spec.sequence_ids("history", train["item_id"], max_length + 1),
@@ -111,9 +138,15 @@ def _scores_fn(model):
     return lambda batch: scorer.predict_on_batch(batch)
 
 
-def evaluate(model, history, target, batch_size: int = 512) -> dict:
+def evaluate(model, data: SequenceData, split: str, batch_size: int = 512) -> dict:
+    history = getattr(data, f"{split}_history")
     return kr.evaluation.evaluate_full_ranking(
-        _scores_fn(model), history, target, exclude=history, ks=KS, batch_size=batch_size
+        _scores_fn(model),
+        data.queries(split, model),
+        getattr(data, f"{split}_target"),
+        exclude=history,
+        ks=KS,
+        batch_size=batch_size,
     )
 
 
@@ -173,17 +206,25 @@ def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
     model = arm.build(data.spec, seed)
     training = arm.training
     model.compile(optimizer=make_optimizer(training))
-    x, y = model.training_pair(data.train)
+    times = data.train_times if getattr(model, "timestamp_feature", None) else None
+    if hasattr(model, "training_batches"):  # HSTU: stochastic length when switched on
+        batches = model.training_batches(data.train, training.batch_size, times, seed=seed)
+    else:
+        batches = model.training_pair(data.train, times)
 
     def fit(epochs):
-        model.fit(x, y, batch_size=training.batch_size, epochs=epochs, verbose=0, shuffle=True)
+        if isinstance(batches, tuple):
+            x, y = batches
+            model.fit(x, y, batch_size=training.batch_size, epochs=epochs, verbose=0, shuffle=True)
+        else:
+            model.fit(batches, epochs=epochs, verbose=0)
 
     stopping = fit_with_early_stopping(
-        model, fit, lambda: evaluate(model, data.valid_history, data.valid_target), training, start
+        model, fit, lambda: evaluate(model, data, "valid"), training, start
     )
     return {
-        "valid": evaluate(model, data.valid_history, data.valid_target),
-        "test": evaluate(model, data.test_history, data.test_target),
+        "valid": evaluate(model, data, "valid"),
+        "test": evaluate(model, data, "test"),
         **stopping,
         "seconds": round(time.time() - start, 1),
     }

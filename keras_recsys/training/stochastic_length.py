@@ -72,8 +72,8 @@ class StochasticLengthBatches(keras.utils.PyDataset):
     Every epoch each history (a row of (B, max_length + 1) ids, as
     `training_pair` takes them) is shortened by `stochastic_length`; rows
     are then sorted by their new length (ties broken at random), cut into
-    batches, and each batch is trimmed to its longest row, rounded up to a
-    multiple of `multiple` (so a jitted step compiles for few widths). In
+    batches, and each batch is trimmed to its longest row, rounded up to
+    `multiple` · 2^k (so a jitted step compiles for at most log2(N) widths). In
     a dense padded batch the attention costs B · width², so without the
     grouping one long row in a batch would keep its whole cost; the batches
     come in random order, except that the widest comes first and the
@@ -89,7 +89,7 @@ class StochasticLengthBatches(keras.utils.PyDataset):
         mode: "recent" or "sample" (default: the model's
             `stochastic_length_mode`).
         timestamps: optional (U, max_length + 1) times aligned with `ids`.
-        multiple: batch widths are rounded up to a multiple of this.
+        multiple: the narrowest batch width; wider ones double it.
         seed: seed of the sampling and the order.
     """
 
@@ -151,7 +151,9 @@ class StochasticLengthBatches(keras.utils.PyDataset):
         rows = self._batches[index]
         full = self.ids.shape[1]
         longest = max(int(self._lengths[rows].max()), 2)
-        width = min(full, self.multiple * math.ceil(longest / self.multiple))
+        # Widths multiple · 2^k: a jitted step compiles for at most log2(N) of them.
+        width = self.multiple * 2 ** max(0, math.ceil(math.log2(longest / self.multiple)))
+        width = min(full, width)
         ids = self._shortened[0][rows, full - width :]
         timestamps = None if self.timestamps is None else self._shortened[1][rows, full - width :]
         return self.model.training_pair(ids, timestamps)
