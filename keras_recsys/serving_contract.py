@@ -22,12 +22,14 @@ import json
 import os
 from collections import Counter
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from keras_recsys.features.feature import NUM_RESERVED_IDS, OOV_ID, PAD_ID
-from keras_recsys.features.raw import show
+from keras_recsys.features.raw import sequence_values, show
 
 CONTRACT_FILE = os.path.join("assets.extra", "serving_contract.json")
 SIGNATURE_NAME = "serving_default"
@@ -489,11 +491,11 @@ def _type_error(name: str, entry: Mapping[str, Any], got: str, hint: str = "") -
 
 def _as_strings(name: str, array: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
     if array.dtype.kind in "US":
-        return array.astype(object)
+        return _checked_cells(name, array.astype(object), entry)
     if array.dtype.kind == "O":
         bad = [v for v in array if not isinstance(v, (str, bytes))]
         if not bad:
-            return array
+            return _checked_cells(name, array, entry)
         got = f"{type(bad[0]).__name__} {show(bad[0])}"
     else:
         got = f"an array of {array.dtype}"
@@ -502,6 +504,22 @@ def _as_strings(name: str, array: np.ndarray, entry: Mapping[str, Any]) -> np.nd
     else:
         hint = "Send the values as strings, as in the training data."
     raise _type_error(name, entry, got, hint)
+
+
+def _checked_cells(name: str, array: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
+    """A sequence input's strings, after the checks training data gets (`sequence_values`).
+
+    A list written out as text ("['Drama']", "[1, 2]") or items joined with
+    another separator than the contract's would each reach the model as one
+    unknown item; the same column-wide rules as in training name the input
+    and the separator instead.
+    """
+    if entry.get("kind") != "sequence":
+        return array
+    cells = pd.Series([v.decode() if isinstance(v, bytes) else v for v in array], dtype=object)
+    feature = SimpleNamespace(name=name, column=name, separator=entry.get("separator", "|"))
+    sequence_values(cells, feature)
+    return array
 
 
 def _as_int64(name: str, array: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:

@@ -17,6 +17,7 @@ import textwrap
 import pandas as pd
 import pytest
 
+import keras_recsys as kr
 from keras_recsys import cli, cli_config
 from keras_recsys.datasets.movielens import cache_dir
 from tests.conftest import requires_tensorflow_backend
@@ -187,6 +188,22 @@ def test_train_movielens_config(tmp_path, capfd):
     assert click["gauc_groups"] > 10
     assert (tmp_path / "saved_model" / "1" / "saved_model.pb").is_file()
     assert "test metrics:" in out
+    # A list column written by DataFrame.to_csv ("['Drama', 'Thriller']") would be one
+    # unknown genre per row: predict names the input and its separator instead.
+    _, _, test = kr.datasets.movielens_100k()
+    rows = test.head(4).drop(columns=["click", "conversion"])
+    rows.to_csv(tmp_path / "lists.csv", index=False)
+    code, out, err = _run(
+        capfd, "predict", str(tmp_path / "saved_model" / "1"), str(tmp_path / "lists.csv")
+    )
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "'genres'" in err and "'|'" in err and "look like lists" in err
+    rows["genres"] = ["|".join(g) for g in test.head(4)["genres"]]
+    rows.to_csv(tmp_path / "joined.csv", index=False)
+    code, out, err = _run(
+        capfd, "predict", str(tmp_path / "saved_model" / "1"), str(tmp_path / "joined.csv")
+    )
+    assert code == 0 and len(out.strip().splitlines()) == 4, err
 
 
 # ------------------------------------------------------------ bad configs
