@@ -51,3 +51,12 @@ def census_spec(census_small):
 @pytest.fixture
 def census_tasks():
     return [kr.Task("income"), kr.Task("marital")]
+
+
+@pytest.fixture(scope="session")
+def movielens_sequences():
+    """MovieLens-100K as time-ordered rating sequences (downloaded once), or skip."""
+    try:
+        return kr.datasets.movielens_100k_sequences()
+    except FileNotFoundError as error:
+        pytest.skip(f"MovieLens-100K not cached and not downloadable: {str(error).splitlines()[0]}")

@@ -16,6 +16,7 @@ TUTORIALS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "tuto
 # the loader reads, file under ../shared/data). Absent file: the test skips.
 NEEDS_DATA = {
     "02_sequential_sasrec_to_serving.ipynb": (S3REC_ENV, ("amazon_s3rec", "Beauty.txt")),
+    "03_hstu_retrieval_and_ranking.ipynb": (S3REC_ENV, ("amazon_s3rec", "Beauty.txt")),
 }
 
 

@@ -18,12 +18,9 @@ def _np(x):
 
 
 @pytest.fixture(scope="module")
-def movielens():
+def movielens(movielens_sequences):
     """Leave-one-out split of the ML-100K rating sequences; a spec with the history's times."""
-    try:
-        data = kr.datasets.movielens_100k_sequences()
-    except FileNotFoundError as error:
-        pytest.skip(f"MovieLens-100K not cached and not downloadable: {str(error).splitlines()[0]}")
+    data = movielens_sequences
     train, _, test = data.leave_one_out()
     spec = kr.FeatureSpec(
         [kr.Sequence("history", max_length=MAX_LENGTH), kr.Timestamps("history_time", "history")],

@@ -20,11 +20,8 @@ def _np(x):
 
 
 @pytest.fixture(scope="module")
-def movielens():
-    try:
-        data = kr.datasets.movielens_100k_sequences()
-    except FileNotFoundError as error:
-        pytest.skip(f"MovieLens-100K not cached and not downloadable: {str(error).splitlines()[0]}")
+def movielens(movielens_sequences):
+    data = movielens_sequences
     train, _, test = data.leave_one_out()
     spec = kr.FeatureSpec(
         [

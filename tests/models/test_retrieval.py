@@ -71,11 +71,8 @@ def test_top_k_excludes_history_and_reserved_ids():
 
 
 @pytest.fixture(scope="module")
-def movielens_pairs():
-    try:
-        data = kr.datasets.movielens_100k_sequences()
-    except FileNotFoundError as error:
-        pytest.skip(f"MovieLens-100K not cached and not downloadable: {str(error).splitlines()[0]}")
+def movielens_pairs(movielens_sequences):
+    data = movielens_sequences
     train, _, test = kr.datasets.leave_one_out(data.sequences[["user_id", "item_id"]])
     pairs = kr.datasets.next_item_pairs(train, max_history=20, columns=["user_id"])
     queries = pd.DataFrame(
