@@ -41,8 +41,8 @@ def _one_pass_per_candidate(blocks, history, mask, times, candidates, candidate_
 
 
 @pytest.mark.multibackend
-@pytest.mark.parametrize("micro_batch", [2, 5])
-def test_m_falcon_equals_one_pass_per_candidate(micro_batch):
+def test_m_falcon_equals_one_pass_per_candidate():
+    micro_batch = 2  # 5 candidates: two full micro-batches and a partial one
     rng = np.random.default_rng(0)
     batch, length, count, dim = 2, 6, 5, 8
     blocks = [kr.layers.HSTU(max_length=8, num_heads=2, name=f"b{i}") for i in range(3)]

@@ -34,7 +34,6 @@ BUILDERS = {
         spec, loss="sampled_softmax", num_negatives=50, seed=0
     ),
     "bert4rec": lambda spec: kr.models.BERT4Rec(spec, mask_probability=0.4, seed=0),
-    "hstu": lambda spec: kr.models.HSTU(spec, dropout=0.1, num_negatives=50, seed=0),
 }
 
 
