@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from keras_recsys.training.compile_config import RememberedCompile
-from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
+from keras_recsys.training.compile_config import OwnLossCompile
 
 
-class TopKRecommender(RememberedCompile, keras.Model):
+class TopKRecommender(OwnLossCompile, keras.Model):
     """Base of retrieval and next-item models: `recommend` returns the top k items.
 
     Subclasses implement `score_all(inputs) -> (B, V)`, `recommend`,
@@ -27,14 +26,6 @@ class TopKRecommender(RememberedCompile, keras.Model):
     def predict_outputs(self, inputs, k: int = 10) -> dict:
         """The served outputs: the top-k `item_ids` (internal) and their `scores`."""
         return self.recommend(inputs, k=k)
-
-    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
-        """Keras `compile` (the loss is the head's); sums repeated sparse rows on TF."""
-        self._recsys_compile_args = {"optimizer": optimizer, "jit_compile": jit_compile}
-        if jit_compile is None:
-            jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        sum_repeated_sparse_gradients(self.optimizer)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """Keras `fit`; a `tf.data.Dataset` is not reshuffled (it shuffles itself)."""

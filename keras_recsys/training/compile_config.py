@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
+
 
 class RememberedCompile:
     """Mixin for keras.Model subclasses with their own `compile`.
@@ -27,3 +29,20 @@ class RememberedCompile:
         self.compile(**config)
         if self.built and self.optimizer is not None:
             self.optimizer.build(self.trainable_variables)
+
+
+class OwnLossCompile(RememberedCompile):
+    """Mixin for models whose loss is their own `compute_loss` (retrieval, next item, HSTU).
+
+    `compile` takes the optimizer, defaults to XLA where it pays (JAX and
+    PyTorch; not on TensorFlow, see the README), sums repeated sparse
+    embedding-gradient rows on TensorFlow (`sum_repeated_sparse_gradients`)
+    and is remembered through `model.save`.
+    """
+
+    def compile(self, optimizer="adam", jit_compile=None, **kwargs):
+        self._recsys_compile_args = {"optimizer": optimizer, "jit_compile": jit_compile}
+        if jit_compile is None:
+            jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        sum_repeated_sparse_gradients(self.optimizer)

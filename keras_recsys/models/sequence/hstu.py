@@ -116,6 +116,11 @@ class HSTUBackbone(SequenceBackbone):
         return config
 
 
+def hstu_optimizer() -> keras.optimizers.Optimizer:
+    """The reference's optimizer: AdamW(lr 1e-3, β = (0.9, 0.98), weight decay 1e-3)."""
+    return keras.optimizers.AdamW(learning_rate=1e-3, beta_2=0.98, weight_decay=1e-3)
+
+
 def l2_normalize(x):
     """x / ‖x‖ along the last axis; zero vectors (padding) stay zero."""
     x32 = ops.cast(x, "float32")
@@ -231,9 +236,8 @@ class HSTU(SequentialRecommender):
         )
 
     def compile(self, optimizer=None, **kwargs):
-        """Compiles with AdamW(lr 1e-3, β = (0.9, 0.98), weight decay 1e-3) unless an optimizer is given."""
-        if optimizer is None:
-            optimizer = keras.optimizers.AdamW(learning_rate=1e-3, beta_2=0.98, weight_decay=1e-3)
+        """Compiles with `hstu_optimizer()` unless an optimizer is given."""
+        optimizer = hstu_optimizer() if optimizer is None else optimizer
         return super().compile(optimizer=optimizer, **kwargs)
 
     def backbone_config(self):

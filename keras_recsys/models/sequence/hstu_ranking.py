@@ -14,13 +14,12 @@ from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.layers.sequence.hstu import HSTU as HSTUBlock
 from keras_recsys.layers.sequence.m_falcon import m_falcon
 from keras_recsys.models.sequence.base import item_mask
-from keras_recsys.models.sequence.hstu import positions_from_oldest
-from keras_recsys.training.compile_config import RememberedCompile
-from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
+from keras_recsys.models.sequence.hstu import hstu_optimizer, positions_from_oldest
+from keras_recsys.training.compile_config import OwnLossCompile
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
-class HSTURanker(RememberedCompile, keras.Model):
+class HSTURanker(OwnLossCompile, keras.Model):
     """Generative ranking with HSTU: predict each item's actions from everything before it.
 
     A user's history of n (item, action) pairs becomes 2n tokens
@@ -250,15 +249,10 @@ class HSTURanker(RememberedCompile, keras.Model):
         return outputs
 
     # -------------------------------------------------------------- training
-    def compile(self, optimizer=None, jit_compile=None, **kwargs):
-        """AdamW(1e-3, β2 0.98) by default; the loss is the model's own (`compute_loss`)."""
-        if optimizer is None:
-            optimizer = keras.optimizers.AdamW(learning_rate=1e-3, beta_2=0.98, weight_decay=1e-3)
-        self._recsys_compile_args = {"optimizer": optimizer, "jit_compile": jit_compile}
-        if jit_compile is None:
-            jit_compile = "auto" if keras.backend.backend() != "tensorflow" else False
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        sum_repeated_sparse_gradients(self.optimizer)
+    def compile(self, optimizer=None, **kwargs):
+        """Compiles with `hstu_optimizer()` unless an optimizer is given; the loss is the model's."""
+        optimizer = hstu_optimizer() if optimizer is None else optimizer
+        return super().compile(optimizer=optimizer, **kwargs)
 
     def build(self, input_shape=None):
         if self.built:
