@@ -1,4 +1,4 @@
-"""`RememberedCompile`: a model whose custom `compile` arguments survive `model.save`."""
+"""Compile mixins: `RememberedCompile` (custom compile arguments survive `model.save`) and `OwnLossCompile`."""
 
 from __future__ import annotations
 
