@@ -28,6 +28,16 @@ def next_timestamps(timestamps):
     return ops.concatenate([timestamps[:, 1:], timestamps[:, -1:]], axis=1)
 
 
+def positions_from_oldest(mask):
+    """(B, L) position of each real token counted from the oldest kept one (padding: 0).
+
+    Histories are front-padded; the reference pads at the end and numbers
+    tokens from the first, so the oldest kept item reads position 0.
+    """
+    counts = ops.cumsum(ops.cast(mask, "int32"), axis=1) - 1
+    return ops.maximum(counts, 0)
+
+
 def causal_attention_mask(mask):
     """(B, L) bool token mask → (B, L, L) bool: query i sees real keys j ≤ i."""
     length = ops.shape(mask)[1]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from keras import ops
 
-from keras_recsys.layers.sequence.hstu import HSTU
+from keras_recsys.layers.sequence.hstu import HSTU, positions_from_oldest
 
 
 def m_falcon(
@@ -57,7 +57,7 @@ def m_falcon(
         history_mask = ops.ones((batch, length), "bool")
     history_mask = ops.cast(ops.convert_to_tensor(history_mask), "bool")
     # Positions counted from the oldest real token; the candidates come next.
-    positions = ops.maximum(ops.cumsum(ops.cast(history_mask, "int32"), axis=1) - 1, 0)
+    positions = positions_from_oldest(history_mask)
     next_position = ops.sum(ops.cast(history_mask, "int32"), axis=1, keepdims=True)
 
     caches, x = [], history

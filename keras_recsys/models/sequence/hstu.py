@@ -8,22 +8,13 @@ import keras
 from keras import ops
 
 from keras_recsys.layers.sequence.hstu import HSTU as HSTUBlock
+from keras_recsys.layers.sequence.hstu import positions_from_oldest
 from keras_recsys.models.sequence.base import (
     SequenceBackbone,
     SequentialRecommender,
     item_mask,
     sequence_dims,
 )
-
-
-def positions_from_oldest(mask):
-    """(B, L) position of each real token counted from the oldest kept one (padding: 0).
-
-    Histories are front-padded; the reference pads at the end and numbers
-    tokens from the first, so the oldest kept item reads position 0.
-    """
-    counts = ops.cumsum(ops.cast(mask, "int32"), axis=1) - 1
-    return ops.maximum(counts, 0)
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")

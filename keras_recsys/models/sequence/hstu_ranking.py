@@ -12,9 +12,10 @@ from keras import ops
 from keras_recsys.features.feature import NUM_RESERVED_IDS
 from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.layers.sequence.hstu import HSTU as HSTUBlock
+from keras_recsys.layers.sequence.hstu import positions_from_oldest
 from keras_recsys.layers.sequence.m_falcon import m_falcon
 from keras_recsys.models.sequence.base import item_mask
-from keras_recsys.models.sequence.hstu import hstu_optimizer, positions_from_oldest
+from keras_recsys.models.sequence.hstu import hstu_optimizer
 from keras_recsys.training.compile_config import OwnLossCompile
 
 
