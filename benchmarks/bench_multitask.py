@@ -149,11 +149,11 @@ def _layer_pairs(toolkit, kind):
         return [(d, f"{prefix}_{j}") for j, d in enumerate(mlp_layer.dense_layers)]
 
     if kind == "mmoe":
-        for i, expert in enumerate(toolkit.moe.experts):
+        for i, expert in enumerate(toolkit.backbone.moe.experts):
             pairs += mlp(expert, f"expert_{i}")
-        pairs += [(g.dense, f"gate_{k}") for k, g in enumerate(toolkit.moe.gates)]
+        pairs += [(g.dense, f"gate_{k}") for k, g in enumerate(toolkit.backbone.moe.gates)]
     else:
-        for level, cgc in enumerate(toolkit.levels):
+        for level, cgc in enumerate(toolkit.backbone.levels):
             prefix = f"l{level}"
             for i, expert in enumerate(cgc.shared_experts):
                 pairs += mlp(expert, f"{prefix}_shared_{i}")
@@ -164,7 +164,7 @@ def _layer_pairs(toolkit, kind):
             if cgc.shared_gate is not None:
                 pairs.append((cgc.shared_gate.dense, f"{prefix}_gate_shared"))
     for task in TASKS:
-        pairs += mlp(toolkit.towers.towers[task], f"tower_{task}")
+        pairs += mlp(toolkit.backbone.towers.towers[task], f"tower_{task}")
         pairs.append((toolkit.heads.heads[task], f"head_{task}"))
     return pairs
 
@@ -182,7 +182,9 @@ def check_equivalent(toolkit, hand, kind, features) -> float:
     for layer, name in _layer_pairs(toolkit, kind):
         hand.get_layer(name).set_weights(layer.get_weights())
     batch = {name: ops.convert_to_tensor(v[:1024]) for name, v in features.items()}
-    want, got = toolkit(batch, training=False), hand(batch, training=False)
+    # The toolkit's call returns logits; the hand-written models end in a sigmoid.
+    want = toolkit.serving_outputs(toolkit(batch, training=False))
+    got = hand(batch, training=False)
     error = max(
         float(np.max(np.abs(ops.convert_to_numpy(want[t]) - ops.convert_to_numpy(got[t]))))
         for t in TASKS

@@ -231,7 +231,10 @@ def _compile_hand(model, jit, metrics: str, summed_sparse: bool = False) -> None
 def _predict(model, batch):
     from keras import ops
 
-    return ops.convert_to_numpy(model.predict_outputs(batch)["click"]).reshape(-1)
+    # The toolkit serves probabilities through `predict_outputs` (its call
+    # returns logits); the hand-written models return {"click": sigmoid}.
+    outputs = model.predict_outputs(batch) if hasattr(model, "predict_outputs") else model(batch)
+    return ops.convert_to_numpy(outputs["click"]).reshape(-1)
 
 
 def _check_equivalent(toolkit, hands: list, kind: str, data) -> tuple[float, list[float]]:

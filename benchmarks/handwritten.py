@@ -163,15 +163,15 @@ def copy_toolkit_weights(toolkit: keras.Model, hand: keras.Model, kind: str) -> 
     embedding = toolkit.embedding
     for name, table in embedding.fields:
         _assign(hand.get_layer(f"emb_{name}").embeddings, embedding.tables[table].embeddings)
-    for i, dense in enumerate(toolkit.mlp.dense_layers):
+    for i, dense in enumerate(toolkit.backbone.mlp.dense_layers):
         _copy_dense(hand.get_layer(f"mlp_{i}"), dense)
     _copy_dense(hand.get_layer("head"), toolkit.heads.heads["click"])
     if kind == "deepfm":
         _assign(hand.get_layer("numeric_fields").vectors, embedding.numeric_vectors)
-        for name, layer in toolkit.linear.weights_by_feature.items():
+        for name, layer in toolkit.backbone.linear.weights_by_feature.items():
             _assign(hand.get_layer(f"lin_{name}").embeddings, layer.embeddings)
-        _assign(hand.get_layer("lin_dense").kernel, toolkit.linear.dense_layer.kernel)
-        _assign(hand.get_layer("lin_dense").bias, toolkit.linear.bias)
+        _assign(hand.get_layer("lin_dense").kernel, toolkit.backbone.linear.dense_layer.kernel)
+        _assign(hand.get_layer("lin_dense").bias, toolkit.backbone.linear.bias)
     else:
-        for i, layer in enumerate(toolkit.cross_layers):
+        for i, layer in enumerate(toolkit.backbone.cross_layers):
             _copy_dense(hand.get_layer(f"cross_{i}").dense, layer.dense)

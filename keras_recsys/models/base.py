@@ -14,9 +14,14 @@ from keras import ops
 
 from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.heads.pointwise import TaskHeads
-from keras_recsys.layers.embedding import FeatureEmbedding, concat_inputs
-from keras_recsys.layers.interaction.linear import LinearTerm
+from keras_recsys.layers.embedding import FeatureEmbedding
 from keras_recsys.layers.scenario.indicator import ScenarioIndicatorTower, scenario_tower_config
+from keras_recsys.models.backbone import (
+    Backbone,
+    dummy_inputs,
+    preprocessed_input_specs,
+    split_units,
+)
 from keras_recsys.tasks import Task, as_tasks, column_labels, compile_defaults
 from keras_recsys.training import gradnorm, loss_combiner
 from keras_recsys.training.compile_config import RememberedCompile
@@ -88,34 +93,42 @@ def _served_shape(value):
     return value
 
 
+@keras.saving.register_keras_serializable(package="keras_recsys")
 class RecModel(RememberedCompile, keras.Model):
-    """A Keras model built from a fitted `FeatureSpec` and a list of `Task`s.
+    """A pointwise model: a `Backbone`, one linear head per task, one loss combiner.
 
-    Subclasses create their layers in `__init__` (after calling
-    `super().__init__`) and implement `compute_logits`, returning one logit
-    tensor per task. Calling the model returns those logits (float32, also
-    under a mixed-precision policy): the losses read logits, never clipped
-    probabilities. `predict`, `predict_outputs` and the export return the
-    served outputs (`serving_outputs`: sigmoid, softmax or identity by task
-    kind) shaped as the export serves them: (B,) for binary and regression
-    tasks, (B, num_classes) for multiclass ones. The metrics see the served
-    values too. `compile` fills in losses and metrics from the tasks
-    (`keras_recsys.tasks.compile_defaults`), the spec and the tasks
-    serialize with the model, and `export` writes a SavedModel.
+    Built from a fitted `FeatureSpec` and a list of `Task`s. Subclasses (the
+    zoo's builders) call `super().__init__`, then set `self.backbone` to
+    their `Backbone` (made with `backbone_arguments()`) and call
+    `build_now()`; a model file then reads as the paper draws it: which
+    body, which heads. The backbone returns `"hidden"` (what the task heads
+    read) and optionally logit-level `"logits"` terms; the model's logits
+    are `heads(hidden) + logits`. Calling the model returns those logits
+    (float32, also under a mixed-precision policy): the losses read logits,
+    never clipped probabilities. `predict`, `predict_outputs` and the
+    export return the served outputs (`serving_outputs`: sigmoid, softmax or
+    identity by task kind) shaped as the export serves them: (B,) for
+    binary and regression tasks, (B, num_classes) for multiclass ones. The
+    metrics see the served values too. `compile` fills in losses and
+    metrics from the tasks (`keras_recsys.tasks.compile_defaults`), the spec
+    and the tasks serialize with the model, and `export` writes a
+    SavedModel.
 
     `fit`, `evaluate` and `predict` take a pandas DataFrame (preprocessed
     through `kr.data.from_pandas` with the model's spec and tasks), a
     `tf.data.Dataset` of preprocessed batches, or dicts of preprocessed
     arrays keyed by feature name.
 
-    Every model reads the same preprocessed inputs (see
-    `keras_recsys.data.from_pandas`), embeds them with the shared
-    `FeatureEmbedding` front end (`self.embedding`) and predicts through
-    the shared `TaskHeads` (`self.heads`).
+    `RecModel` itself takes any `Backbone` (`backbone=`): a body of one's
+    own becomes a model with the toolkit's heads, losses, fit, save and
+    export (see `Backbone`'s example).
 
     Args:
         spec: a fitted `FeatureSpec`.
         tasks: one `Task` (or task name), or a list of them.
+        backbone: a `Backbone` built on `spec` whose `task_units` are the
+            tasks' (`{task.name: task.units}`), for a model of one's own; the
+            zoo's builders make theirs and do not take this argument.
         numeric_field_dim: embed numeric features as fields of this size
             (for models whose interactions read fields only); None keeps them
             as a dense vector.
@@ -144,6 +157,10 @@ class RecModel(RememberedCompile, keras.Model):
             the normal test split (`recipes/results/oov/census_oov.json`).
     """
 
+    # False for models whose output layer lives in the backbone (its
+    # "logits"), e.g. STAR's scenario-conditioned output layer.
+    uses_task_heads = True
+
     def __init__(
         self,
         spec: FeatureSpec,
@@ -153,6 +170,7 @@ class RecModel(RememberedCompile, keras.Model):
         loss_weighting: str = "fixed",
         gradnorm_alpha: float = 1.5,
         oov_dropout: float = 0.0,
+        backbone: Backbone | None = None,
         **kwargs,
     ):
         if isinstance(spec, dict):
@@ -164,12 +182,21 @@ class RecModel(RememberedCompile, keras.Model):
         self._tasks = tuple(
             Task.from_config(t) if isinstance(t, dict) else t for t in as_tasks(tasks)
         )
-        self.embedding = FeatureEmbedding.from_spec(
-            spec, numeric_field_dim=numeric_field_dim, oov_dropout=oov_dropout, name="embedding"
-        )
         self.oov_dropout = float(oov_dropout)
         self.numeric_field_dim = numeric_field_dim
-        self.heads = TaskHeads(self.head_units(), name="heads")
+        self.backbone: Backbone | None = None  # set by the subclass, or given
+        # A builder's front end is made first, before the heads: unseeded Keras
+        # initializers draw their seeds when a layer is made, so this order
+        # keeps the initial weights (and the stored recipe results) those of
+        # the models before the backbone split. Not tracked here: the
+        # backbone owns it (`backbone_arguments`).
+        front_end = None
+        if backbone is None:
+            front_end = FeatureEmbedding.from_spec(
+                spec, numeric_field_dim=numeric_field_dim, oov_dropout=oov_dropout, name="embedding"
+            )
+        object.__setattr__(self, "_front_end", front_end)
+        self.heads = TaskHeads(self.head_units(), name="heads") if self.uses_task_heads else None
         self.loss_weighting = loss_weighting
         self.gradnorm_alpha = float(gradnorm_alpha)
         self.loss_weighter = loss_combiner.make_loss_weighter(
@@ -184,6 +211,61 @@ class RecModel(RememberedCompile, keras.Model):
                 name="scenario_tower",
                 **self.scenario_tower_config,
             )
+        if backbone is not None:
+            if numeric_field_dim is not None or oov_dropout:
+                raise ValueError(
+                    "numeric_field_dim and oov_dropout shape the embedding front end, "
+                    "which a given backbone owns: pass them to the backbone."
+                )
+            self._check_backbone(backbone)
+            self.backbone = backbone
+            self.build_now()
+
+    def _check_backbone(self, backbone) -> None:
+        if not isinstance(backbone, Backbone):
+            raise TypeError(
+                f"backbone must be a keras_recsys Backbone (features -> {{'hidden': ...}}), "
+                f"got {type(backbone).__name__}."
+            )
+        if type(self) is not RecModel:
+            raise TypeError(
+                f"{type(self).__name__} builds its own backbone; pass `backbone=` to "
+                "kr.models.RecModel instead."
+            )
+        if backbone.task_units != self.head_units():
+            raise ValueError(
+                f"The backbone was built for tasks {backbone.task_units}, the model has "
+                f"{self.head_units()} ({{task name: logits}}); build the backbone with "
+                "task_units={task.name: task.units for task in tasks}."
+            )
+
+    def backbone_arguments(self) -> dict[str, Any]:
+        """The arguments every `Backbone` of this model takes (spec, heads, front end).
+
+        The front end made in `__init__` is handed over once, to the backbone.
+        """
+        return {
+            "spec": self.spec,
+            "task_units": self.head_units(),
+            "numeric_field_dim": self.numeric_field_dim,
+            "oov_dropout": self.oov_dropout,
+            "embedding": self.__dict__.pop("_front_end", None),
+            "name": "backbone",
+        }
+
+    # ------------------------------------------------------------- backbone
+    @property
+    def embedding(self):
+        """The backbone's `FeatureEmbedding` front end."""
+        return self.backbone.embedding
+
+    @property
+    def field_names(self) -> list[str]:
+        return self.backbone.field_names
+
+    def concat_inputs(self, embedded: dict):
+        """x0 = [all field vectors, dense features], as the backbone builds it."""
+        return self.backbone.concat_inputs(embedded)
 
     # ----------------------------------------------------------------- tasks
     @property
@@ -194,41 +276,26 @@ class RecModel(RememberedCompile, keras.Model):
     def task_names(self) -> list[str]:
         return [t.name for t in self._tasks]
 
-    @property
-    def field_names(self) -> list[str]:
-        return self.embedding.field_names
-
     def head_units(self) -> dict[str, int]:
         """{head name: logits} of `self.heads`: one head per task by default."""
         return {t.name: t.units for t in self._tasks}
 
-    def make_linear_term(self, name: str = "linear") -> LinearTerm:
-        """A wide / LR part with one output per task logit."""
-        units = sum(t.units for t in self._tasks)
-        return LinearTerm.from_spec(self.spec, units=units, name=name)
-
-    def split_by_task(self, tensor) -> dict:
-        """Splits a (B, Σ units) tensor into {task_name: (B, units)}."""
-        out, start = {}, 0
-        for task in self._tasks:
-            out[task.name] = tensor[:, start : start + task.units]
-            start += task.units
-        return out
-
-    def concat_inputs(self, embedded: dict):
-        """x0 = [all field vectors, dense features] for MLP-style models."""
-        return concat_inputs(embedded, self.field_names)
-
     # ------------------------------------------------------------- computing
     def compute_logits(self, inputs: dict, training=None) -> dict:
-        """{task_name: logits (B, units)}; implemented by every model."""
-        raise NotImplementedError
+        """{head name: logits (B, units)}: the heads on the backbone's `hidden`,
+        plus the backbone's logit-level terms."""
+        outputs = self.backbone(inputs, training=training)
+        logits = dict(self.heads(outputs["hidden"])) if self.heads is not None else {}
+        for name, term in outputs.get("logits", {}).items():
+            logits[name] = logits[name] + term if name in logits else term
+        return logits
 
     def add_scenario_logits(self, inputs, logits: dict, training=None) -> dict:
         """Adds the scenario-indicator tower's logit to every task logit."""
         if self.scenario_logit_tower is None:
             return logits
-        shallow = self.split_by_task(self.scenario_logit_tower(inputs, training=training))
+        units = {t.name: t.units for t in self._tasks}
+        shallow = split_units(self.scenario_logit_tower(inputs, training=training), units)
         return {name: value + shallow[name] for name, value in logits.items()}
 
     def call(self, inputs, training=None):
@@ -291,22 +358,11 @@ class RecModel(RememberedCompile, keras.Model):
 
     def _input_specs(self) -> dict[str, tuple[tuple, str]]:
         """{feature name: (shape after the batch axis, dtype)} of the preprocessed inputs."""
-        specs = {}
-        for feature in self.spec.features:
-            if feature.kind == "numeric" and not feature.is_bucketized:
-                specs[feature.name] = ((), "float32")
-            elif feature.kind == "sequence":
-                specs[feature.name] = ((feature.max_length,), "int32")
-            else:
-                specs[feature.name] = ((), "int32")
-        return specs
+        return preprocessed_input_specs(self.spec)
 
     def dummy_inputs(self, batch_size: int = 2) -> dict:
         """Preprocessed-shaped inputs (all ids 1, numerics 0) for building."""
-        return {
-            name: (ops.zeros if dtype == "float32" else ops.ones)((batch_size, *shape), dtype)
-            for name, (shape, dtype) in self._input_specs().items()
-        }
+        return dummy_inputs(self.spec, batch_size)
 
     def symbolic_inputs(self) -> dict:
         """`keras.KerasTensor`s of the preprocessed inputs, batch size None."""
@@ -658,12 +714,9 @@ class RecModel(RememberedCompile, keras.Model):
         return loss_combiner.combine(self.loss_weighter, losses, batch_size, self.losses)
 
     def gradnorm_variables(self) -> list:
-        """The last shared weights W on which GradNorm measures gradient norms.
-
-        Default: the embedding tables (the part every model shares); models
-        with a shared network override this with its last shared layer.
-        """
-        return list(self.embedding.trainable_variables)
+        """The last shared weights W on which GradNorm measures gradient norms:
+        the backbone's (`Backbone.gradnorm_variables`)."""
+        return self.backbone.gradnorm_variables()
 
     # GradNorm (`keras_recsys.training.gradnorm` says how each backend does it).
     def train_step(self, *args, **kwargs):
@@ -725,17 +778,19 @@ class RecModel(RememberedCompile, keras.Model):
         return export_model(self, base_dir, version=version, **kwargs)
 
     # --------------------------------------------------------- serialization
-    def hyperparameters(self) -> dict[str, Any]:
-        """The constructor arguments of a subclass (beyond spec and tasks)."""
-        return {}
-
     def get_config(self) -> dict[str, Any]:
+        """Spec, tasks, the base options and the backbone's own arguments
+        (`Backbone.body_config`: a builder takes the arguments of its
+        backbone under the same names); subclasses add any others."""
         config = {
             "name": self.name,
             "spec": self.spec.get_config(),
             "tasks": [t.get_config() for t in self._tasks],
-            **self.hyperparameters(),
         }
+        if type(self) is RecModel:  # a backbone of one's own, serialized whole
+            config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        else:
+            config.update(self.backbone.body_config())
         if self.numeric_field_dim is not None:
             # Changes the embedding weights, so a reloaded model needs it.
             config.setdefault("numeric_field_dim", self.numeric_field_dim)
@@ -754,4 +809,6 @@ class RecModel(RememberedCompile, keras.Model):
         config = dict(config)
         spec = FeatureSpec.from_config(config.pop("spec"))
         tasks = [Task.from_config(t) for t in config.pop("tasks")]
+        if "backbone" in config:
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(spec, tasks, **config)

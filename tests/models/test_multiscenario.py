@@ -4,12 +4,21 @@ The scenario is `worker_group` (four groups of `class_worker`, see
 `kr.datasets.add_worker_group`); a small spec keeps tracing fast.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 import keras_recsys as kr
+from keras_recsys.models.scenario import (
+    HMoEBackbone,
+    M2MBackbone,
+    PEPNetBackbone,
+    SplitMergeBackbone,
+    STARBackbone,
+)
 from tests.conftest import requires_tensorflow_backend
 
 CATEGORICAL = ["education", "sex", "major_occ_code", "tax_filer_stat", "det_hh_summ"]
@@ -79,7 +88,7 @@ def test_trains_on_census_and_round_trips(name, scenario_spec, scenario_data, tm
     losses = history.history["loss"]
     assert losses[-1] < 0.75 * losses[0], losses
     if name == "star":  # PN's moving statistics were updated inside the compiled train step
-        np.testing.assert_array_equal(_np(model.pn.seen), [0, 0, 1, 1, 1, 1])
+        np.testing.assert_array_equal(_np(model.backbone.pn.seen), [0, 0, 1, 1, 1, 1])
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -90,6 +99,76 @@ def test_trains_on_census_and_round_trips(name, scenario_spec, scenario_data, tm
     assert sorted(got) == TASKS
     for task in TASKS:
         np.testing.assert_allclose(_np(got[task]), _np(want[task]), rtol=1e-5, atol=1e-6)
+
+
+# name: (backbone class, its arguments, "hidden" width (one int: a tensor shared by the
+# tasks; a dict: one tensor per task), has "logits" (its output layer is in the body))
+BACKBONES = {
+    "star": (STARBackbone, {"hidden_units": [8, 6], "dropout": 0.1}, 6, True),
+    "split_merge": (SplitMergeBackbone, {"bottom_units": [8], "tower_units": [4]}, 8, True),
+    "hmoe": (HMoEBackbone, {"bottom_units": [7], "tower_units": [4]}, 7, True),
+    "m2m": (
+        M2MBackbone,
+        {"num_experts": 2, "expert_units": [8, 6], "num_tower_layers": 1},
+        {"income": 6, "marital": 6},
+        False,
+    ),
+    "pepnet": (
+        PEPNetBackbone,
+        {"hidden_units": [8, 5], "epnet_features": ["worker_group"], "ppnet_features": ["sex"]},
+        {"income": 5, "marital": 5},
+        False,
+    ),
+}
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_alone_returns_named_representations_and_round_trips(
+    name, scenario_spec, scenario_data
+):
+    """The backbone on a preprocessed batch: "hidden" (shared or per task) and, where
+    the output layer is scenario-conditioned, per-task "logits"; no loss; from_config
+    rebuilds it, and with the same weights the rebuilt one computes the same outputs."""
+    cls, kwargs, hidden_width, has_logits = BACKBONES[name]
+    task_units = {"income": 1, "marital": 3}
+    rows = scenario_data[1].head(32)
+    batch = next(kr.data.from_pandas(rows, scenario_spec, batch_size=32).as_numpy_iterator())
+    keras.utils.set_random_seed(0)
+    backbone = cls(scenario_spec, task_units, **kwargs)
+    outputs = backbone(batch)
+
+    assert not isinstance(backbone, keras.Model) and not backbone.losses
+    if isinstance(hidden_width, dict):
+        got = {task: tuple(h.shape) for task, h in outputs["hidden"].items()}
+        assert got == {task: (32, width) for task, width in hidden_width.items()}
+    else:
+        assert tuple(outputs["hidden"].shape) == (32, hidden_width)
+    if has_logits:
+        got = {task: tuple(v.shape) for task, v in outputs["logits"].items()}
+        assert got == {"income": (32, 1), "marital": (32, 3)}
+    else:
+        assert set(outputs) == {"hidden"}
+
+    config = backbone.get_config()
+    clone = type(backbone).from_config(json.loads(json.dumps(config)))
+    assert clone.get_config() == config
+    clone(batch)
+    clone.set_weights(backbone.get_weights())
+    got = keras.tree.flatten(clone(batch))
+    want = keras.tree.flatten(outputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(_np(g), _np(w), rtol=1e-5, atol=1e-6)
+
+
+def test_output_layer_in_the_backbone_means_no_task_heads(scenario_spec):
+    """STAR's star output layer and SplitMerge / HMoE's towers give the logits, so
+    those models have no linear heads; M2M and PEPNet put one on each task tower."""
+    for model in (BUILDERS["star"](scenario_spec), BUILDERS["hmoe"](scenario_spec)):
+        assert model.heads is None and not any("head" in w.path for w in model.weights)
+    assert isinstance(BUILDERS["hmoe"](scenario_spec).backbone, HMoEBackbone)
+    assert sorted(BUILDERS["m2m"](scenario_spec).heads.heads) == sorted(TASKS)
 
 
 def test_scenario_tower_adds_its_logit_to_every_task(scenario_spec, scenario_data):
@@ -156,30 +235,32 @@ def _numpy_gate(gate, x):
 def _numpy_pepnet(model, x):
     """PEPNet's logits in numpy: EPNet on the domain features, then PPNet gating
     the input of every tower layer (the first one and the head included)."""
+    backbone = model.backbone
     embedded = model.embedding(x)
     fields = {k: _np(v) for k, v in embedded["fields"].items()}
     dense = _np(embedded["dense"])
     names = model.field_names
     x0 = np.concatenate([fields[f] for f in names] + [dense], axis=-1)
-    domain = np.concatenate([fields[f] for f in model.epnet_features], axis=-1)
-    delta = _numpy_gate(model.embedding_gate, np.concatenate([domain, x0], axis=-1))
+    domain = np.concatenate([fields[f] for f in backbone.epnet_features], axis=-1)
+    delta = _numpy_gate(backbone.embedding_gate, np.concatenate([domain, x0], axis=-1))
     xs = np.concatenate(
         [fields[f] * delta[:, i : i + 1] for i, f in enumerate(names)] + [dense], -1
     )
-    prior = np.concatenate([fields[f] for f in model.ppnet_features], axis=-1)
+    prior = np.concatenate([fields[f] for f in backbone.ppnet_features], axis=-1)
     gate_input = np.concatenate([prior, xs], axis=-1)
     logits = {}
     for k, task in enumerate(model.task_names):
         h = xs
-        gates = [model.unit_gates[f"layer_{i}"] for i in range(len(model.hidden_units))]
-        layers = [model.tower_layers[f"{task}_{i}"] for i in range(len(model.hidden_units))]
+        depth = range(len(backbone.hidden_units))
+        gates = [backbone.unit_gates[f"layer_{i}"] for i in depth]
+        layers = [backbone.tower_layers[f"{task}_{i}"] for i in depth]
         for gate, layer in zip(gates, layers):
             width = h.shape[1]
             h = h * _numpy_gate(gate, gate_input)[:, k * width : (k + 1) * width]
             kernel, bias = (_np(w) for w in layer.weights)
             h = np.maximum(h @ kernel + bias, 0)
         width = h.shape[1]
-        h = h * _numpy_gate(model.unit_gates["head"], gate_input)[:, k * width : (k + 1) * width]
+        h = h * _numpy_gate(backbone.unit_gates["head"], gate_input)[:, k * width : (k + 1) * width]
         kernel, bias = (_np(w) for w in model.heads.heads[task].weights)
         logits[task] = h @ kernel + bias
     return logits, xs
@@ -205,8 +286,9 @@ def test_pepnet_gates_every_layer_input_against_numpy(scenario_spec, scenario_da
     for task in TASKS:
         np.testing.assert_allclose(_np(got[task]), want[task], rtol=1e-4, atol=1e-5)
     width = xs.shape[1]  # the first layer's input: every field embedding and numeric
-    assert model.unit_gates["layer_0"].units == len(TASKS) * width
-    assert [model.unit_gates[n].units for n in ("layer_1", "head")] == [2 * 6, 2 * 5]
+    unit_gates = model.backbone.unit_gates
+    assert unit_gates["layer_0"].units == len(TASKS) * width
+    assert [unit_gates[n].units for n in ("layer_1", "head")] == [2 * 6, 2 * 5]
     gated = model.gated_tower_inputs(x)
     np.testing.assert_allclose(_np(gated["x"]), xs, rtol=1e-5, atol=1e-6)
     assert sorted(gated["scales"]) == ["head", "layer_0", "layer_1"]
@@ -226,14 +308,14 @@ def test_pepnet_gate_features_config(scenario_spec):
     assert kr.models.PEPNet.from_config(config).get_config() == config
     old = {k: v for k, v in config.items() if not k.endswith("net_features")}
     old["gate_features"] = ["worker_group", "sex"]
-    loaded = kr.models.PEPNet.from_config(old)
+    loaded = kr.models.PEPNet.from_config(old).backbone
     assert loaded.epnet_features == loaded.ppnet_features == ["worker_group", "sex"]
-    default = kr.models.PEPNet(scenario_spec, TASKS, hidden_units=[4])
+    default = kr.models.PEPNet(scenario_spec, TASKS, hidden_units=[4]).backbone
     assert default.epnet_features == default.ppnet_features == ["worker_group"]
     # PPNet alone needs no scenario feature, only its own.
     lhuc = kr.models.PEPNet(
         scenario_spec, TASKS, hidden_units=[4], epnet=False, ppnet_features=["sex"]
-    )
+    ).backbone
     assert lhuc.embedding_gate is None and lhuc.ppnet_features == ["sex"]
 
 
@@ -242,7 +324,7 @@ def test_split_merge_routes_each_example_to_its_own_tower(scenario_spec, scenari
     x = _batch(model, scenario_data[1].head(200))
     ids = _np(x["worker_group"])
     before = _np(model.predict_outputs(x)["income"])
-    kernel = model.towers.kernels[-1]
+    kernel = model.backbone.towers.kernels[-1]
     changed = _np(kernel).copy()
     changed[1] += 1.0  # tower of id 3 only
     kernel.assign(changed)
@@ -263,7 +345,8 @@ def test_hmoe_gives_zero_gradient_to_other_scenarios_towers(scenario_spec, scena
     with tf.GradientTape() as tape:
         out = model(some, training=True)
         loss = sum(tf.reduce_sum(tf.math.log(out[t])) for t in TASKS)
-    towers = model.towers
+    backbone = model.backbone
+    towers = backbone.towers
     grads = tape.gradient(loss, towers.kernels + towers.biases)
     own = 4 - 2
     for grad in grads:
@@ -272,7 +355,7 @@ def test_hmoe_gives_zero_gradient_to_other_scenarios_towers(scenario_spec, scena
         others = np.delete(grad, own, axis=0)
         np.testing.assert_array_equal(others, 0.0)
     # In the forward pass every tower still contributes through the gate.
-    g = _np(model.gate.gate_weights(model.bottom(model.concat_inputs(model.embedding(some)))))
+    g = _np(backbone.gate.gate_weights(backbone.bottom(model.concat_inputs(model.embedding(some)))))
     assert np.all(g > 0)
 
 
@@ -281,7 +364,7 @@ def test_star_inference_uses_each_scenarios_own_statistics(scenario_spec, scenar
     model = kr.models.STAR(scenario_spec, "income", hidden_units=[8], momentum=0.5)
     for batch in kr.data.from_pandas(train, model, batch_size=1024, labels=False):
         model(batch, training=True)  # training-mode calls update the moving statistics
-    pn = model.pn
+    pn = model.backbone.pn
     np.testing.assert_array_equal(_np(pn.seen), [0, 0, 1, 1, 1, 1])
     means = _np(pn.moving_mean)
     assert not np.allclose(means[2], means[3])  # statistics differ by scenario

@@ -13,6 +13,12 @@ import pytest
 from keras import ops
 
 import keras_recsys as kr
+from keras_recsys.models.multitask import (
+    ESMMBackbone,
+    MMoEBackbone,
+    PLEBackbone,
+    SharedBottomBackbone,
+)
 from tests.conftest import BACKEND, requires_tensorflow_backend
 from tests.layers.test_cgc import cgc_numpy
 from tests.layers.test_moe import mlp_numpy, softmax
@@ -120,14 +126,14 @@ def test_mmoe_matches_numpy_and_gates_sum_to_one(spec, data):
     model = BUILDERS["mmoe"](spec)
     x = _batch(model, data[1].head(64))
     x0 = _np(model.concat_inputs(model.embedding(x)))
-    experts = np.stack([mlp_numpy(e, x0) for e in model.moe.experts], axis=1)
+    experts = np.stack([mlp_numpy(e, x0) for e in model.backbone.moe.experts], axis=1)
     logits = model.compute_logits(x)
     gates = model.gate_values(x)
     for k, task in enumerate(TASKS):
-        g = softmax(x0 @ _np(model.moe.gates[k].dense.kernel))
+        g = softmax(x0 @ _np(model.backbone.moe.gates[k].dense.kernel))
         np.testing.assert_allclose(_np(gates[task]), g, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(_np(gates[task]).sum(-1), 1.0, rtol=1e-6)
-        tower = mlp_numpy(model.towers.towers[task], np.einsum("bn,bnd->bd", g, experts))
+        tower = mlp_numpy(model.backbone.towers.towers[task], np.einsum("bn,bnd->bd", g, experts))
         head = model.heads.heads[task]
         want = tower @ _np(head.kernel) + _np(head.bias)
         np.testing.assert_allclose(_np(logits[task]), want, rtol=1e-4, atol=1e-5)
@@ -135,13 +141,13 @@ def test_mmoe_matches_numpy_and_gates_sum_to_one(spec, data):
 
 def _ple_numpy(model, x0):
     inputs = [x0] * len(TASKS) + [x0]
-    for level in model.levels:
+    for level in model.backbone.levels:
         outputs, _ = cgc_numpy(level, inputs[: len(TASKS)], inputs[-1])
         inputs = outputs if level.output_shared else outputs + [None]
     logits = {}
     for k, task in enumerate(TASKS):
         head = model.heads.heads[task]
-        tower = mlp_numpy(model.towers.towers[task], inputs[k])
+        tower = mlp_numpy(model.backbone.towers.towers[task], inputs[k])
         logits[task] = tower @ _np(head.kernel) + _np(head.bias)
     return logits
 
@@ -152,7 +158,7 @@ def test_ple_matches_numpy(levels, spec, data):
         spec, TASKS, num_levels=levels, num_task_experts=2, num_shared_experts=1,
         expert_units=[8], tower_units=[4],
     )  # fmt: skip
-    assert [lv.output_shared for lv in model.levels] == [True] * (levels - 1) + [False]
+    assert [lv.output_shared for lv in model.backbone.levels] == [True] * (levels - 1) + [False]
     x = _batch(model, data[1].head(32))
     want = _ple_numpy(model, _np(model.concat_inputs(model.embedding(x))))
     got = model.compute_logits(x)
@@ -165,7 +171,7 @@ def test_ple_with_one_level_is_cgc(spec, data):
     ple = kr.models.PLE(spec, TASKS, num_levels=1, **kwargs)
     cgc = kr.models.CGC(spec, TASKS, **kwargs)
     assert [w.shape for w in cgc.get_weights()] == [w.shape for w in ple.get_weights()]
-    assert cgc.levels[0].shared_gate is None  # one level: no shared gate
+    assert cgc.backbone.levels[0].shared_gate is None  # one level: no shared gate
     cgc.set_weights(ple.get_weights())
     x = _batch(ple, data[1].head(32))
     for task in TASKS:
@@ -178,12 +184,64 @@ def test_shared_bottom_matches_numpy(spec, data):
     model = BUILDERS["shared_bottom"](spec)
     x = _batch(model, data[1].head(32))
     x0 = _np(model.concat_inputs(model.embedding(x)))
-    bottom = mlp_numpy(model.bottom, x0)
+    bottom = mlp_numpy(model.backbone.bottom, x0)
     got = model.compute_logits(x)
     for task in TASKS:
         head = model.heads.heads[task]
-        want = mlp_numpy(model.towers.towers[task], bottom) @ _np(head.kernel) + _np(head.bias)
+        tower = mlp_numpy(model.backbone.towers.towers[task], bottom)
+        want = tower @ _np(head.kernel) + _np(head.bias)
         np.testing.assert_allclose(_np(got[task]), want, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ backbones
+# name: (backbone class, its own arguments, task units, width of every "hidden")
+BACKBONES = {
+    "shared_bottom": (
+        SharedBottomBackbone,
+        {"bottom_units": [16], "tower_units": [8]},
+        {t: 1 for t in TASKS},
+        8,
+    ),
+    "mmoe": (
+        MMoEBackbone,
+        {"num_experts": 3, "expert_units": [16], "tower_units": [8]},
+        {t: 1 for t in TASKS},
+        8,
+    ),
+    # No towers: "hidden" is the last level's per-task mixture.
+    "ple": (
+        PLEBackbone,
+        {
+            "num_levels": 2,
+            "num_task_experts": 1,
+            "num_shared_experts": 1,
+            "expert_units": [16],
+            "tower_units": [],
+        },
+        {t: 1 for t in TASKS},
+        16,
+    ),
+    "esmm": (ESMMBackbone, {"tower_units": [16, 8]}, {"ctr": 1, "cvr": 1}, 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_alone_gives_one_hidden_per_task_and_no_loss(name, spec, data):
+    cls, arguments, task_units, width = BACKBONES[name]
+    backbone = cls(spec, task_units, **arguments)
+    x = next(iter(kr.data.from_pandas(data[1].head(16), spec, batch_size=16)))
+    outputs = backbone(x)
+    assert set(outputs) == {"hidden"}  # no logit-level terms in these bodies
+    assert {k: tuple(v.shape) for k, v in outputs["hidden"].items()} == {
+        t: (16, width) for t in task_units
+    }
+    assert not backbone.losses
+    config = backbone.get_config()
+    assert {k: config[k] for k in arguments} == arguments
+    rebuilt = cls.from_config(config)
+    again = rebuilt(x)["hidden"]
+    assert {k: tuple(v.shape) for k, v in again.items()} == {t: (16, width) for t in task_units}
+    assert [w.shape for w in rebuilt.get_weights()] == [w.shape for w in backbone.get_weights()]
 
 
 # ----------------------------------------------------------------------- ESMM

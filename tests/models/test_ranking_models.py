@@ -26,6 +26,7 @@ from keras import ops
 from sklearn.metrics import roc_auc_score
 
 import keras_recsys as kr
+from keras_recsys.models.interaction import DCNBackbone, WideAndDeepBackbone
 from tests.conftest import BACKEND
 
 TRAIN_ROWS, BATCH = 3072, 256
@@ -229,6 +230,65 @@ def test_outputs_are_named_after_tasks(name, spec, data):
     for value in outputs.values():
         assert value.shape == (EVAL_ROWS,)
         assert ((value > 0) & (value < 1)).all()
+
+
+# name: (backbone class, its arguments, "hidden" width given x0's width, has "logits")
+BACKBONES = {
+    "wide_deep": (WideAndDeepBackbone, {"hidden_units": (16, 8)}, lambda width: 8, True),
+    "dcn_stacked": (
+        DCNBackbone,
+        {"num_cross_layers": 2, "hidden_units": (8,)},
+        lambda width: 8,
+        False,
+    ),
+    "dcn_mix_parallel": (
+        DCNBackbone,
+        {"version": "mix", "projection_dim": 4, "structure": "parallel", "hidden_units": (8,)},
+        lambda width: width + 8,
+        False,
+    ),
+    "dcn_v1_cross_only": (
+        DCNBackbone,
+        {"version": "v1", "num_cross_layers": 2, "hidden_units": ()},
+        lambda width: width,
+        False,
+    ),
+}
+
+
+@pytest.mark.multibackend
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_alone_returns_named_representations_and_round_trips(name, spec, data):
+    """The backbone on a preprocessed batch: "hidden" (B, d), the wide part as per-task
+    "logits" where the model has one, no loss; from_config rebuilds it, and with the
+    same weights the rebuilt one computes the same outputs (same shapes included)."""
+    cls, kwargs, hidden_width, has_logits = BACKBONES[name]
+    task_units = {"income": 1, "status": 3}
+    rows = data[1].head(32)
+    batch = next(kr.data.from_pandas(rows, spec, batch_size=32).as_numpy_iterator())
+    keras.utils.set_random_seed(0)
+    backbone = cls(spec, task_units, **kwargs)
+    outputs = backbone(batch)
+
+    assert not isinstance(backbone, keras.Model) and not backbone.losses
+    assert tuple(outputs["hidden"].shape) == (32, hidden_width(backbone.input_width()))
+    if has_logits:
+        assert {k: tuple(v.shape) for k, v in outputs["logits"].items()} == {
+            "income": (32, 1),
+            "status": (32, 3),
+        }
+    else:
+        assert set(outputs) == {"hidden"}
+
+    config = backbone.get_config()
+    clone = type(backbone).from_config(json.loads(json.dumps(config)))
+    assert clone.get_config() == config
+    clone(batch)
+    clone.set_weights(backbone.get_weights())
+    got = clone(batch)
+    np.testing.assert_allclose(_np(got["hidden"]), _np(outputs["hidden"]), atol=1e-6)
+    for task, value in outputs.get("logits", {}).items():
+        np.testing.assert_allclose(_np(got["logits"][task]), _np(value), atol=1e-6)
 
 
 def test_dcn_rejects_unknown_options(spec):

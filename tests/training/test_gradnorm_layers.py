@@ -26,29 +26,29 @@ def _ids(variables):
 CASES = {
     "dnn": (
         lambda s: _gradnorm(kr.models.DNN, s, hidden_units=[16, 8]),
-        lambda m: [m.mlp.dense_layers[1]],
+        lambda m: [m.backbone.mlp.dense_layers[1]],
     ),
     "deepfm": (
         lambda s: _gradnorm(kr.models.DeepFM, s, hidden_units=[16, 8]),
-        lambda m: [m.mlp.dense_layers[1]],
+        lambda m: [m.backbone.mlp.dense_layers[1]],
     ),
     "wide_deep": (
         lambda s: _gradnorm(kr.models.WideAndDeep, s, hidden_units=[16, 8]),
-        lambda m: [m.deep.dense_layers[1]],
+        lambda m: [m.backbone.deep.dense_layers[1]],
     ),
     "dcn_stacked": (
         lambda s: _gradnorm(kr.models.DCN, s, num_cross_layers=2, hidden_units=[16, 8]),
-        lambda m: [m.mlp.dense_layers[1]],
+        lambda m: [m.backbone.mlp.dense_layers[1]],
     ),
     "dcn_parallel": (
         lambda s: _gradnorm(
             kr.models.DCN, s, num_cross_layers=2, structure="parallel", hidden_units=[8]
         ),
-        lambda m: [m.cross_layers[1], m.mlp.dense_layers[0]],
+        lambda m: [m.backbone.cross_layers[1], m.backbone.mlp.dense_layers[0]],
     ),
     "dcn_cross_only": (
         lambda s: _gradnorm(kr.models.DCN, s, version="v1", num_cross_layers=2, hidden_units=()),
-        lambda m: [m.cross_layers[1]],
+        lambda m: [m.backbone.cross_layers[1]],
     ),
 }
 

@@ -1,8 +1,17 @@
 """Feature-interaction ranking models."""
 
-from keras_recsys.models.interaction.dcn import DCN
-from keras_recsys.models.interaction.deepfm import DeepFM
-from keras_recsys.models.interaction.dnn import DNN
-from keras_recsys.models.interaction.wide_deep import WideAndDeep
+from keras_recsys.models.interaction.dcn import DCN, DCNBackbone
+from keras_recsys.models.interaction.deepfm import DeepFM, DeepFMBackbone
+from keras_recsys.models.interaction.dnn import DNN, DNNBackbone
+from keras_recsys.models.interaction.wide_deep import WideAndDeep, WideAndDeepBackbone
 
-__all__ = ["DCN", "DNN", "DeepFM", "WideAndDeep"]
+__all__ = [
+    "DCN",
+    "DCNBackbone",
+    "DNN",
+    "DNNBackbone",
+    "DeepFM",
+    "DeepFMBackbone",
+    "WideAndDeep",
+    "WideAndDeepBackbone",
+]

@@ -7,7 +7,65 @@ from collections.abc import Sequence
 import keras
 
 from keras_recsys.layers.mlp import MLP
+from keras_recsys.models.backbone import Backbone
 from keras_recsys.models.base import RecModel
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class DNNBackbone(Backbone):
+    """The DNN's body: "hidden" = MLP(x0), x0 = [all field embeddings, numerics].
+
+    Args:
+        spec, task_units, numeric_field_dim, oov_dropout: see `Backbone`.
+        hidden_units: widths of the MLP.
+        dropout: dropout rate of the MLP.
+        activation: MLP activation.
+        normalization: None, "batch" or "layer" in the MLP.
+    """
+
+    def __init__(
+        self,
+        spec,
+        task_units: dict[str, int],
+        hidden_units: Sequence[int] = (256, 128),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(spec, task_units, **kwargs)
+        self.hidden_units = [int(u) for u in hidden_units]
+        self.dropout = dropout
+        self.activation = activation
+        self.normalization = normalization
+        self.mlp = MLP(
+            self.hidden_units,
+            activation,
+            dropout,
+            normalization,
+            dtype=self.dtype_policy,
+            name="mlp",
+        )
+
+    def body(self, embedded, inputs, training=None):
+        return {"hidden": self.mlp(self.concat_inputs(embedded), training=training)}
+
+    def gradnorm_variables(self) -> list:
+        """The MLP's last layer, the last one the task heads share (the paper's
+        choice); the embedding tables when `hidden_units` is empty."""
+        if not self.mlp.dense_layers:
+            return super().gradnorm_variables()
+        return list(self.mlp.dense_layers[-1].trainable_variables)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_units=self.hidden_units,
+            dropout=self.dropout,
+            activation=self.activation,
+            normalization=self.normalization,
+        )
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
@@ -45,28 +103,11 @@ class DNN(RecModel):
         **kwargs,
     ):
         super().__init__(spec, tasks, **kwargs)
-        self.hidden_units = list(hidden_units)
-        self.dropout = dropout
-        self.activation = activation
-        self.normalization = normalization
-        self.mlp = MLP(hidden_units, activation, dropout, normalization, name="mlp")
+        self.backbone = DNNBackbone(
+            hidden_units=hidden_units,
+            dropout=dropout,
+            activation=activation,
+            normalization=normalization,
+            **self.backbone_arguments(),
+        )
         self.build_now()
-
-    def compute_logits(self, inputs, training=None):
-        x0 = self.concat_inputs(self.embedding(inputs, training=training))
-        return self.heads(self.mlp(x0, training=training))
-
-    def gradnorm_variables(self) -> list:
-        """GradNorm's W: the MLP's last layer, the last one the task heads share
-        (the paper's choice); the embedding tables when `hidden_units` is empty."""
-        if not self.mlp.dense_layers:
-            return super().gradnorm_variables()
-        return list(self.mlp.dense_layers[-1].trainable_variables)
-
-    def hyperparameters(self):
-        return {
-            "hidden_units": self.hidden_units,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "normalization": self.normalization,
-        }

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_recsys.layers.multitask.towers import TaskTowers
+from keras_recsys.models.backbone import Backbone
 from keras_recsys.models.base import RecModel
 from keras_recsys.tasks import Task, as_tasks
 
@@ -15,6 +16,70 @@ from keras_recsys.tasks import Task, as_tasks
 def default_esmm_tasks() -> list[Task]:
     """CTR on the `click` column, CTCVR on the `conversion` column."""
     return [Task("ctr", label="click"), Task("ctcvr", label="conversion")]
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class ESMMBackbone(Backbone):
+    """ESMM's body: "hidden" = {head: tower_head(x0)}, one tower per head.
+
+    ESMM's heads are the CTR head and the (unsupervised) CVR head, so
+    `task_units` is {CTR task name: 1, "cvr": 1} and "hidden" holds each
+    tower's (B, tower_units[-1]) output. Both towers read the same x0 (every
+    field embedding and the numeric features): the embeddings are what the
+    CTR task, trained on all impressions, shares with the CVR tower. There
+    are no "logits"; the pCTR × pCVR product is the model's (`ESMM`).
+
+    Args:
+        spec, task_units, numeric_field_dim, oov_dropout: see `Backbone`.
+        tower_units: widths of both towers.
+        dropout: dropout rate of the towers.
+        activation: tower activation.
+        normalization: None, "batch" or "layer" in the towers.
+
+    Example:
+
+    >>> backbone = kr.models.ESMMBackbone(spec, {"ctr": 1, "cvr": 1}, tower_units=[64])
+    >>> backbone(batch)["hidden"]["cvr"].shape
+    (B, 64)
+    """
+
+    def __init__(
+        self,
+        spec,
+        task_units: dict[str, int],
+        tower_units: Sequence[int] = (128, 64),
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(spec, task_units, **kwargs)
+        self.tower_units = [int(u) for u in tower_units]
+        self.dropout = float(dropout)
+        self.activation = activation
+        self.normalization = normalization
+        self.towers = TaskTowers(
+            self.task_names,
+            self.tower_units,
+            activation,
+            dropout,
+            normalization,
+            dtype=self.dtype_policy,
+            name="towers",
+        )
+
+    def body(self, embedded, inputs, training=None):
+        return {"hidden": self.towers(self.concat_inputs(embedded), training=training)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            tower_units=self.tower_units,
+            dropout=self.dropout,
+            activation=self.activation,
+            normalization=self.normalization,
+        )
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
@@ -31,7 +96,8 @@ class ESMM(RecModel):
     supervised directly (no sample selection bias). The two tasks are the
     CTR task and the CTCVR task, whose label must be click AND conversion
     (a conversion column that implies a click will do); pCVR is an extra,
-    unsupervised output named `cvr`, exported beside them.
+    unsupervised output named `cvr`, exported beside them. The towers are
+    `ESMMBackbone`; the heads are the CTR head and the CVR head.
 
     Reference: Ma et al., 2018, "Entire Space Multi-Task Model: An Effective
     Approach for Estimating Post-Click Conversion Rate" (SIGIR).
@@ -67,17 +133,12 @@ class ESMM(RecModel):
         tasks = default_esmm_tasks() if tasks is None else tasks
         _check_tasks([Task.from_config(t) if isinstance(t, dict) else t for t in as_tasks(tasks)])
         super().__init__(spec, tasks, **kwargs)
-        self.tower_units = [int(u) for u in tower_units]
-        self.dropout = float(dropout)
-        self.activation = activation
-        self.normalization = normalization
-        self.towers = TaskTowers(
-            self._head_names(),
-            self.tower_units,
-            activation,
-            dropout,
-            normalization,
-            name="towers",
+        self.backbone = ESMMBackbone(
+            tower_units=tower_units,
+            dropout=dropout,
+            activation=activation,
+            normalization=normalization,
+            **self.backbone_arguments(),
         )
         self.build_now()
 
@@ -85,12 +146,14 @@ class ESMM(RecModel):
         return [self.tasks[0].name, self.cvr_output]
 
     def head_units(self):
+        """{CTR task name: 1, "cvr": 1}: the heads (and towers) are CTR and CVR;
+        the CTCVR task has no head of its own."""
         return {name: 1 for name in self._head_names()}
 
     def tower_logits(self, inputs, training=None) -> tuple:
         """(CTR logit, CVR logit), scenario-tower logits included."""
-        x0 = self.concat_inputs(self.embedding(inputs, training=training))
-        logits = self.heads(self.towers(x0, training=training))
+        # RecModel's logits: the heads on the backbone's towers, {ctr, cvr}.
+        logits = super().compute_logits(inputs, training=training)
         ctr, ctcvr = self.task_names
         logits = self.add_scenario_logits(
             inputs, {ctr: logits[ctr], ctcvr: logits[self.cvr_output]}, training=training
@@ -111,16 +174,9 @@ class ESMM(RecModel):
         return {ctr: p_ctr, self.cvr_output: p_cvr, ctcvr: p_ctr * p_cvr}
 
     def compute_logits(self, inputs, training=None):
+        """The tasks' logits {ctr: a, ctcvr: logit(σ(a)·σ(b))} (no `cvr`: not a task)."""
         logits = self.call(inputs, training=training)
         return {name: logits[name] for name in self.task_names}
-
-    def hyperparameters(self):
-        return {
-            "tower_units": self.tower_units,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "normalization": self.normalization,
-        }
 
 
 def ctcvr_logit(a, b):

@@ -8,7 +8,106 @@ import keras
 
 from keras_recsys.layers.multitask.moe import MixtureOfExperts
 from keras_recsys.layers.multitask.towers import TaskTowers
+from keras_recsys.models.backbone import Backbone
 from keras_recsys.models.base import RecModel
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class MMoEBackbone(Backbone):
+    """MMoE's body: "hidden" = {task k: tower_k(Σ_i g_k,i(x0) · expert_i(x0))}.
+
+    n expert MLPs read x0 (every field embedding and the numeric features);
+    one bias-free softmax gate per task mixes them, and the task's tower
+    reads its mixture, so "hidden" holds one (B, tower_units[-1]) tensor per
+    task (the mixture, (B, expert_units[-1]), when `tower_units` is empty).
+    There are no "logits".
+
+    Args:
+        spec, task_units, numeric_field_dim, oov_dropout: see `Backbone`.
+        num_experts: number of experts.
+        expert_units: widths of every expert's MLP.
+        tower_units: widths of every task's tower.
+        gate_use_bias: add a bias to the gates (the paper's gates have none).
+        dropout: dropout rate of experts and towers.
+        activation: MLP activation.
+        normalization: None, "batch" or "layer" in the MLPs.
+
+    Example:
+
+    >>> backbone = kr.models.MMoEBackbone(spec, {"income": 1, "marital": 1}, num_experts=4)
+    >>> backbone(batch)["hidden"]["marital"].shape
+    (B, 32)
+    """
+
+    def __init__(
+        self,
+        spec,
+        task_units: dict[str, int],
+        num_experts: int = 8,
+        expert_units: Sequence[int] = (64,),
+        tower_units: Sequence[int] = (32,),
+        gate_use_bias: bool = False,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalization: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(spec, task_units, **kwargs)
+        self.num_experts = int(num_experts)
+        self.expert_units = [int(u) for u in expert_units]
+        self.tower_units = [int(u) for u in tower_units]
+        self.gate_use_bias = bool(gate_use_bias)
+        self.dropout = float(dropout)
+        self.activation = activation
+        self.normalization = normalization
+        self.moe = MixtureOfExperts(
+            self.num_experts,
+            self.expert_units,
+            num_gates=len(self.task_names),
+            activation=activation,
+            dropout=dropout,
+            normalization=normalization,
+            gate_use_bias=self.gate_use_bias,
+            dtype=self.dtype_policy,
+            name="moe",
+        )
+        self.towers = TaskTowers(
+            self.task_names,
+            self.tower_units,
+            activation,
+            dropout,
+            normalization,
+            dtype=self.dtype_policy,
+            name="towers",
+        )
+
+    def body(self, embedded, inputs, training=None):
+        mixed = self.moe(self.concat_inputs(embedded), training=training)
+        return {"hidden": self.towers(mixed, training=training)}
+
+    def gate_values(self, inputs: dict) -> dict:
+        """{task name: (B, num_experts)} gate weights for preprocessed `inputs` (inference)."""
+        x0 = self.concat_inputs(self.embedding(inputs, training=False))
+        _, gates = self.moe(x0, training=False, return_gates=True)
+        return dict(zip(self.task_names, gates))
+
+    def gradnorm_variables(self) -> list:
+        """Every expert's last layer: the last weights all tasks share (each
+        task's gate mixes all experts)."""
+        return [v for e in self.moe.experts for v in e.dense_layers[-1].trainable_variables]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_experts=self.num_experts,
+            expert_units=self.expert_units,
+            tower_units=self.tower_units,
+            gate_use_bias=self.gate_use_bias,
+            dropout=self.dropout,
+            activation=self.activation,
+            normalization=self.normalization,
+        )
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
@@ -19,6 +118,8 @@ class MMoE(RecModel):
     task k has its own softmax gate and tower:
 
         logit_k = head_k(tower_k(Σ_i g_k,i(x0) · expert_i(x0))),   g_k = softmax(W_k x0)
+
+    The body (experts, gates and towers) is `MMoEBackbone`.
 
     Reference: Ma et al., 2018, "Modeling Task Relationships in Multi-task
     Learning with Multi-gate Mixture-of-Experts" (KDD).
@@ -38,6 +139,7 @@ class MMoE(RecModel):
 
     >>> model = kr.models.MMoE(spec, tasks=["income", "marital"], num_experts=8)
     >>> outputs = model(batch)   # {"income": (B, 1), "marital": (B, 1)}
+    >>> gates = model.gate_values(batch)   # {"income": (B, 8), "marital": (B, 8)}
     """
 
     def __init__(
@@ -54,49 +156,22 @@ class MMoE(RecModel):
         **kwargs,
     ):
         super().__init__(spec, tasks, **kwargs)
-        self.num_experts = int(num_experts)
-        self.expert_units = [int(u) for u in expert_units]
-        self.tower_units = [int(u) for u in tower_units]
-        self.gate_use_bias = bool(gate_use_bias)
-        self.dropout = float(dropout)
-        self.activation = activation
-        self.normalization = normalization
-        self.moe = MixtureOfExperts(
-            self.num_experts,
-            self.expert_units,
-            num_gates=len(self.task_names),
-            activation=activation,
+        self.backbone = MMoEBackbone(
+            num_experts=num_experts,
+            expert_units=expert_units,
+            tower_units=tower_units,
+            gate_use_bias=gate_use_bias,
             dropout=dropout,
+            activation=activation,
             normalization=normalization,
-            gate_use_bias=self.gate_use_bias,
-            name="moe",
-        )
-        self.towers = TaskTowers(
-            self.task_names, self.tower_units, activation, dropout, normalization, name="towers"
+            **self.backbone_arguments(),
         )
         self.build_now()
 
-    def compute_logits(self, inputs, training=None):
-        x0 = self.concat_inputs(self.embedding(inputs, training=training))
-        mixed = self.moe(x0, training=training)
-        return self.heads(self.towers(mixed, training=training))
+    def gate_values(self, inputs: dict) -> dict:
+        """{task name: (B, num_experts)} gate weights for preprocessed `inputs`.
 
-    def gate_values(self, inputs) -> dict:
-        """{task_name: (B, num_experts)} gate weights for preprocessed inputs."""
-        x0 = self.concat_inputs(self.embedding(inputs))
-        _, gates = self.moe(x0, training=False, return_gates=True)
-        return dict(zip(self.task_names, gates))
-
-    def gradnorm_variables(self):
-        return [v for e in self.moe.experts for v in e.dense_layers[-1].trainable_variables]
-
-    def hyperparameters(self):
-        return {
-            "num_experts": self.num_experts,
-            "expert_units": self.expert_units,
-            "tower_units": self.tower_units,
-            "gate_use_bias": self.gate_use_bias,
-            "dropout": self.dropout,
-            "activation": self.activation,
-            "normalization": self.normalization,
-        }
+        Kept on the model for analysis code (which tasks use which experts);
+        it is `MMoEBackbone.gate_values`.
+        """
+        return self.backbone.gate_values(inputs)

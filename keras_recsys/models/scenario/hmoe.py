@@ -5,7 +5,34 @@ from __future__ import annotations
 import keras
 
 from keras_recsys.layers.scenario.hmoe import HMoEGate
-from keras_recsys.models.scenario.split_merge import SplitMerge
+from keras_recsys.models.scenario.split_merge import SplitMerge, SplitMergeBackbone
+
+
+@keras.saving.register_keras_serializable(package="keras_recsys")
+class HMoEBackbone(SplitMergeBackbone):
+    """HMoE's body: `SplitMergeBackbone` whose merge is a gate over all towers.
+
+    "hidden" = the shared bottom's output h; "logits" = {task: (B, units)}
+    of Σ_s g_s(h) · ŷ_s (`HMoEGate`: a softmax gate on h; ŷ_s the tower
+    scores, under stop-gradient for the other scenarios' towers).
+
+    Args:
+        spec, task_units, numeric_field_dim, oov_dropout, bottom_units,
+            tower_units, dropout, activation, normalization: see
+            `SplitMergeBackbone`.
+
+    Example:
+
+    >>> backbone = kr.models.HMoEBackbone(spec, {"click": 1}, tower_units=[32])
+    >>> backbone(batch)["logits"]["click"].shape
+    (B, 1)
+    """
+
+    def make_merge_layers(self) -> None:
+        self.gate = HMoEGate(self.num_scenarios, dtype=self.dtype_policy, name="gate")
+
+    def merge(self, hidden, scores, scenario_ids):
+        return self.gate(hidden, scores, scenario_ids)
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
@@ -18,7 +45,8 @@ class HMoE(SplitMerge):
     tower receives its gradient; the other scenarios' towers are used under
     stop-gradient, so they lend their predictions without being fitted to
     data that is not theirs. The bottom and towers are `SplitMerge`'s; only
-    the merge differs (SplitMerge takes the own tower's score alone).
+    the merge differs (SplitMerge takes the own tower's score alone). The
+    body is `HMoEBackbone`.
 
     Reference: Li et al., 2020, "Improving Multi-Scenario Learning to Rank
     in E-commerce by Exploiting Task Relationships in the Label Space"
@@ -39,8 +67,4 @@ class HMoE(SplitMerge):
     >>> model = kr.models.HMoE(spec, tasks="click", tower_units=[64])
     """
 
-    def make_merge_layers(self) -> None:
-        self.gate = HMoEGate(self.num_scenarios, name="gate")
-
-    def merge(self, hidden, scores, scenario_ids):
-        return self.gate(hidden, scores, scenario_ids)
+    backbone_class = HMoEBackbone
