@@ -49,7 +49,7 @@ import pandas as pd
 
 from keras_recsys import serving_contract
 from keras_recsys.features.feature import NUM_RESERVED_IDS
-from keras_recsys.features.raw import MISSING_INT, RaggedValues
+from keras_recsys.features.raw import RaggedValues
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 _CHECK_SCRIPT = os.path.join(os.path.dirname(__file__), "serving_check.py")
@@ -178,7 +178,6 @@ def _export_in_process(
         features = _same_batch_size(features)
         if getattr(model, "max_candidates", None) is not None:
             features = _at_most_candidates(model, features)
-        features = _parsed_integer_sequences(model.spec, features)
         outputs = model.predict_outputs(preprocessor(features), **options)
         served = {}
         for name, value in outputs.items():
@@ -295,56 +294,6 @@ def _same_batch_size(features: dict) -> dict:
     # fails first in an op that does not name them.
     with tf.control_dependencies([check]):
         return {name: tf.identity(value) for name, value in features.items()}
-
-
-def _parsed_integer_sequences(spec, features: dict) -> dict:
-    """String sequences of integer-vocabulary features as ragged int64 items.
-
-    An item that is not a decimal int64 ("abc", or "12,7" sent with a
-    foreign separator) becomes the missing value, hence the OOV id, like an
-    unseen item, instead of failing the whole batch in `StringToNumber`.
-    """
-    import tensorflow as tf
-
-    out = dict(features)
-    for name, value in features.items():
-        if name not in spec or spec[name].kind != "sequence":
-            continue
-        if spec.dtype_of(name) != "int64" or value.dtype != tf.string:
-            continue
-        items = tf.strings.split(value, sep=spec[name].separator)
-        items = tf.ragged.boolean_mask(items, tf.not_equal(items, ""))
-        out[name] = tf.ragged.map_flat_values(_parse_int64, items)
-    return out
-
-
-def _parse_int64(text):
-    """int64 values of decimal strings; MISSING_INT where a string is not one."""
-    import tensorflow as tf
-
-    text = tf.strings.strip(text)
-    valid = tf.strings.regex_full_match(text, r"[+-]?[0-9]+")
-    negative = tf.strings.regex_full_match(text, r"-.*")
-    # Sign and leading zeros off: what is left is at most 19 digits for an int64.
-    digits = tf.strings.regex_replace(text, r"^[+-]?0*", "")
-    digits = tf.where(tf.equal(digits, ""), "0", digits)
-    length = tf.strings.length(digits)
-    short = valid & (length <= 18)
-    # 19 digits may overflow: split off the last digit and compare with
-    # 9223372036854775807 = 922337203685477580 * 10 + 7 before combining.
-    long = valid & tf.equal(length, 19)
-    # substr needs 19 characters in every string, not only where `long` holds.
-    nineteen = tf.where(long, digits, "0" * 19)
-    head = tf.strings.to_number(tf.strings.substr(nineteen, 0, 18), out_type=tf.int64)
-    last = tf.strings.to_number(tf.strings.substr(nineteen, 18, 1), out_type=tf.int64)
-    limit = tf.constant(922337203685477580, tf.int64)
-    long = long & ((head < limit) | (tf.equal(head, limit) & (last <= 7)))
-    magnitude = tf.where(
-        short, tf.strings.to_number(tf.where(short, digits, "0"), out_type=tf.int64), 0
-    )
-    magnitude = tf.where(long, head * 10 + last, magnitude)
-    parsed = tf.where(negative, -magnitude, magnitude)
-    return tf.where(short | long, parsed, tf.constant(MISSING_INT, tf.int64))
 
 
 def export_model(

@@ -125,7 +125,7 @@ class Preprocessor(tf.Module):
         dtype = _TF_DTYPES[owner.dtype]
         if values.dtype != dtype:
             if dtype == tf.int64 and values.dtype == tf.string:
-                values = tf.strings.to_number(values, out_type=tf.int64)
+                values = parse_int64(values)
             elif dtype == tf.string:
                 values = tf.strings.as_string(values)
             else:
@@ -240,3 +240,39 @@ def _pad_front(ids: tf.RaggedTensor, length: int) -> tf.Tensor:
     return tf.scatter_nd(
         tf.stack([rows, columns], axis=1), ids.flat_values, tf.stack([batch, length])
     )
+
+
+def parse_int64(text: tf.Tensor) -> tf.Tensor:
+    """int64 values of decimal strings; MISSING_INT where a string is not one.
+
+    Integer vocabularies read string inputs through this (a tf.data string
+    column, a serving request's joined sequence): an item that is not a
+    decimal int64 ("abc", or "12,7" sent with a foreign separator) becomes
+    the missing value, hence the OOV id, like an unseen value, instead of
+    failing the whole batch in `StringToNumber`. The pandas path
+    (`keras_recsys.features.raw`) rejects such cells with an error naming
+    them before they get here.
+    """
+    text = tf.strings.strip(text)
+    valid = tf.strings.regex_full_match(text, r"[+-]?[0-9]+")
+    negative = tf.strings.regex_full_match(text, r"-.*")
+    # Sign and leading zeros off: what is left is at most 19 digits for an int64.
+    digits = tf.strings.regex_replace(text, r"^[+-]?0*", "")
+    digits = tf.where(tf.equal(digits, ""), "0", digits)
+    length = tf.strings.length(digits)
+    short = valid & (length <= 18)
+    # 19 digits may overflow: split off the last digit and compare with
+    # 9223372036854775807 = 922337203685477580 * 10 + 7 before combining.
+    long = valid & tf.equal(length, 19)
+    # substr needs 19 characters in every string, not only where `long` holds.
+    nineteen = tf.where(long, digits, "0" * 19)
+    head = tf.strings.to_number(tf.strings.substr(nineteen, 0, 18), out_type=tf.int64)
+    last = tf.strings.to_number(tf.strings.substr(nineteen, 18, 1), out_type=tf.int64)
+    limit = tf.constant(922337203685477580, tf.int64)
+    long = long & ((head < limit) | (tf.equal(head, limit) & (last <= 7)))
+    magnitude = tf.where(
+        short, tf.strings.to_number(tf.where(short, digits, "0"), out_type=tf.int64), 0
+    )
+    magnitude = tf.where(long, head * 10 + last, magnitude)
+    parsed = tf.where(negative, -magnitude, magnitude)
+    return tf.where(short | long, parsed, tf.constant(MISSING_INT, tf.int64))

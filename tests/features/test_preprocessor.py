@@ -123,6 +123,21 @@ def test_int_feature_accepts_numeric_strings(fitted):
     np.testing.assert_array_equal(as_strings.numpy(), as_ints)
 
 
+def test_unparsable_integer_strings_become_oov(fitted):
+    """An int64 categorical fed a string that is no int64 ("abc", "12,7", 20 digits)
+    reads the OOV id, like an unseen value, and the rest of the batch is unchanged
+    (the rule the serving signature's joined sequences rely on)."""
+    spec, _ = fitted
+    known = spec.preprocessor(_serving_inputs(user=tf.constant([30, 10, 99], tf.int64)))["user"]
+    thirty, ten = known.numpy()[:2]
+    for sent, expected in [
+        (["30", "abc", "10,20"], [thirty, OOV_ID, OOV_ID]),
+        ([" 10 ", "99999999999999999999", "+010"], [ten, OOV_ID, ten]),
+    ]:
+        ids = spec.preprocessor(_serving_inputs(user=tf.constant(sent)))["user"].numpy()
+        np.testing.assert_array_equal(ids, expected, err_msg=str(sent))
+
+
 def test_runs_in_a_traced_function(fitted):
     """The preprocessor traces under tf.function with the serving signature (export path)."""
     spec, _ = fitted
