@@ -20,6 +20,10 @@ from keras_recsys.datasets.movielens import (
     movielens_100k_sequences,
     movielens_feature_spec,
 )
+from keras_recsys.datasets.movielens_behaviors import (
+    movielens_100k_behaviors,
+    movielens_behavior_feature_spec,
+)
 from keras_recsys.datasets.sequences import (
     SequenceDataset,
     amazon_beauty,
@@ -42,7 +46,9 @@ __all__ = [
     "leave_one_out",
     "load_movielens_100k",
     "movielens_100k",
+    "movielens_100k_behaviors",
     "movielens_100k_sequences",
+    "movielens_behavior_feature_spec",
     "movielens_feature_spec",
     "next_item_pairs",
     "s3rec_sequences",
