@@ -13,6 +13,10 @@ same process.
 The vocabulary is the item catalogue (every item of the data set), as in
 the S3-Rec code, so test targets are never out of vocabulary.
 
+An arm may pre-train its model first (`Arm.pretrain`, e.g.
+`s3rec_pretraining()`: S3-Rec's self-supervised objectives on the training
+sequences and the item attributes, then fine-tuning as the arm's model).
+
 Arrays are made with NumPy from the fitted spec (`FeatureSpec.sequence_ids`):
 no TensorFlow, so a recipe runs on the GPU machine with JAX as it does here.
 """
@@ -41,6 +45,7 @@ from _runner import (  # noqa: E402
 )
 
 import keras_recsys as kr  # noqa: E402
+from keras_recsys.models.sequence import S3RecPretrainer  # noqa: E402
 
 KS = (5, 10, 20)
 
@@ -61,6 +66,8 @@ class SequenceData:
     train_times: np.ndarray | None = None
     valid_times: np.ndarray | None = None
     test_times: np.ndarray | None = None
+    # (V, A) multi-hot of each item id's attributes, when the data set has them (S3-Rec).
+    item_attributes: np.ndarray | None = None
 
     def queries(self, split: str, model=None) -> dict:
         """A split's histories as model inputs ({"history", and "history_time" if read})."""
@@ -91,8 +98,12 @@ def leave_one_out_data(
             "valid_times": spec.sequence_timestamps("history_time", valid["timestamp"]),
             "test_times": spec.sequence_timestamps("history_time", test["timestamp"]),
         }
+    attributes = None
+    if dataset.item_attributes is not None:
+        attributes = dataset.item_attribute_matrix(spec, "history")
     return SequenceData(
         **times,
+        item_attributes=attributes,
         name=dataset.name,
         spec=spec,
         train=spec.sequence_ids("history", train["item_id"], max_length + 1),
@@ -118,6 +129,9 @@ class Training:
     eval_every: int = 5
     patience: int = 4  # checks without a better validation NDCG@10
     max_seconds: float | None = None  # a wall-clock budget for one run (stops like patience)
+    # Self-supervised pre-training before the next-item training (arms with `pretrain`).
+    pretrain_epochs: int = 0
+    pretrain_batch_size: int = 100
 
 
 @dataclass
@@ -125,6 +139,58 @@ class Arm:
     label: str
     build: Callable | None  # spec, seed -> model; None: popularity
     training: Training = field(default_factory=Training)
+    # (model, data, training, seed) -> notes: pre-trains the model built by `build`.
+    pretrain: Callable | None = None
+
+
+def s3rec_pretraining(**pretrainer_args) -> Callable:
+    """An `Arm.pretrain` that pre-trains a SASRec's encoder with S3-Rec, then copies it in.
+
+    An `S3RecPretrainer` with the SASRec's blocks, heads and dropout (and
+    `pretrainer_args`: the objective weights, the masking rate) trains for
+    `training.pretrain_epochs` epochs on every prefix of the training
+    sequences (batches of `training.pretrain_batch_size`, Adam at
+    `training.learning_rate`, the reference's settings), with the data
+    set's item attributes; `transfer_to` then puts its encoder into the
+    SASRec, which trains next as usual.
+    """
+
+    def pretrain(model, data: SequenceData, training: Training, seed: int) -> dict:
+        start = time.time()
+        args = dict(pretrainer_args)
+        uses_attributes = args.get("aap_weight", 0.2) > 0 or args.get("map_weight", 1.0) > 0
+        if uses_attributes and data.item_attributes is None:
+            raise ValueError(
+                f"S3-Rec's attribute objectives need {data.name}'s item attributes "
+                "(<name>_item2attributes.json next to the sequences)."
+            )
+        backbone = model.backbone
+        pretrainer = S3RecPretrainer(
+            data.spec,
+            item_attributes=data.item_attributes if uses_attributes else None,
+            num_blocks=backbone.num_blocks,
+            num_heads=backbone.num_heads,
+            dropout=backbone.dropout,
+            **args,
+        )
+        pretrainer.compile(optimizer=make_optimizer(training))
+        batches = pretrainer.pretraining_data(
+            data.train, batch_size=training.pretrain_batch_size, seed=seed
+        )
+        history = {}
+        if training.pretrain_epochs > 0:
+            history = pretrainer.fit(batches, epochs=training.pretrain_epochs, verbose=0).history
+        pretrainer.transfer_to(model)
+        return {
+            "epochs": training.pretrain_epochs,
+            "rows": len(batches.sequences),
+            "loss_curve": {
+                key: [round(float(v), 4) for v in values] for key, values in history.items()
+            },
+            "seconds": round(time.time() - start, 1),
+        }
+
+    return pretrain
 
 
 def make_optimizer(training: Training) -> keras.optimizers.Optimizer:
@@ -205,6 +271,13 @@ def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     model = arm.build(data.spec, seed)
     training = arm.training
+    pretraining = arm.pretrain(model, data, training, seed) if arm.pretrain else None
+    if pretraining is not None:
+        print(
+            f"[{data.name}] seed {seed}: pre-trained {pretraining['epochs']} epochs in "
+            f"{pretraining['seconds']} s",
+            flush=True,
+        )
     model.compile(optimizer=make_optimizer(training))
     times = data.train_times if getattr(model, "timestamp_feature", None) else None
     if hasattr(model, "training_batches"):  # HSTU: stochastic length when switched on
@@ -222,12 +295,15 @@ def train_arm(arm: Arm, data: SequenceData, seed: int) -> dict:
     stopping = fit_with_early_stopping(
         model, fit, lambda: evaluate(model, data, "valid"), training, start
     )
-    return {
+    result = {
         "valid": evaluate(model, data, "valid"),
         "test": evaluate(model, data, "test"),
         **stopping,
         "seconds": round(time.time() - start, 1),
     }
+    if pretraining is not None:
+        result["pretraining"] = pretraining
+    return result
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -291,11 +367,15 @@ def run(
 
 
 def main(name: str, load: Callable[[], SequenceData], arms: dict[str, Arm]) -> None:
-    """Command line: `--seeds 0 1 2`, `--out FILE`, `--arms sasrec_bce ...`, `--max-epochs N`."""
+    """Command line: `--seeds 0 1 2`, `--out FILE`, `--arms sasrec_bce ...`, `--max-epochs N`,
+    `--pretrain-epochs N`."""
     parser = argparse.ArgumentParser(description=f"Recipe {name}")
     parser.add_argument("--arms", nargs="+", default=list(arms), choices=list(arms))
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--max-seconds", type=float, default=None, help="per run")
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=None, help="of the arms that pre-train (s3rec)"
+    )
     seeds, out, args = seeds_and_out(parser)
     chosen = {key: arms[key] for key in args.arms}
     for arm in chosen.values():
@@ -303,6 +383,8 @@ def main(name: str, load: Callable[[], SequenceData], arms: dict[str, Arm]) -> N
             arm.training.max_epochs = args.max_epochs
         if args.max_seconds is not None:
             arm.training.max_seconds = args.max_seconds
+        if args.pretrain_epochs is not None and arm.pretrain is not None:
+            arm.training.pretrain_epochs = args.pretrain_epochs
     run(name, load(), chosen, seeds, out, write=not args.no_write)
 
 

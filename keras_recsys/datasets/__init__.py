@@ -27,6 +27,7 @@ from keras_recsys.datasets.movielens_behaviors import (
 from keras_recsys.datasets.sequences import (
     SequenceDataset,
     amazon_beauty,
+    item_attribute_matrix,
     k_core,
     leave_one_out,
     next_item_pairs,
@@ -39,6 +40,7 @@ __all__ = [
     "SequenceDataset",
     "add_worker_group",
     "amazon_beauty",
+    "item_attribute_matrix",
     "census_feature_spec",
     "census_income",
     "census_scenario_feature_spec",

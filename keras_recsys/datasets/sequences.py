@@ -18,13 +18,16 @@ from __future__ import annotations
 import bisect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # for type hints only: this module imports no Keras or TensorFlow
+    from keras_recsys.features.spec import FeatureSpec
 
 S3REC_ENV = "KERAS_RECSYS_AMAZON_S3REC"
 S3REC_RELATIVE_DIR = os.path.join("..", "shared", "data", "amazon_s3rec")
@@ -455,6 +458,8 @@ class SequenceDataset:
             of raw item ids in time order), possibly more aligned lists.
         item_attributes: raw item id -> list of attribute ids, or None.
         name: the data set's name.
+        attributes_path: the file `item_attributes` was read from, if any
+            (named in error messages).
 
     Example:
 
@@ -467,10 +472,29 @@ class SequenceDataset:
     sequences: pd.DataFrame
     item_attributes: dict[int, list[int]] | None = None
     name: str = ""
+    attributes_path: str | None = None
 
     def leave_one_out(self, min_length: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """`leave_one_out` on the sequences (the S3-Rec protocol)."""
         return leave_one_out(self.sequences, item="item_id", min_length=min_length)
+
+    def item_attribute_matrix(
+        self, spec: FeatureSpec, feature: str | None = None, **kwargs: Any
+    ) -> np.ndarray:
+        """`item_attribute_matrix` of this data set's attributes, rows = the spec's item ids.
+
+        Example:
+
+        >>> attributes = beauty.item_attribute_matrix(spec)  # (V, 637) for Beauty
+        """
+        source = self.attributes_path or f"the item attributes of {self.name or 'the data set'}"
+        if self.item_attributes is None:
+            raise ValueError(
+                f"{self!r} has no item attributes: s3rec_sequences reads them from "
+                "<name>_item2attributes.json next to the sequence file (or pass attributes=)."
+            )
+        kwargs.setdefault("source", source)
+        return item_attribute_matrix(self.item_attributes, spec, feature, **kwargs)
 
     @property
     def num_users(self) -> int:
@@ -580,7 +604,93 @@ def s3rec_sequences(
         sequences=_read_s3rec_file(file),
         item_attributes=_read_attributes(attributes) if attributes else None,
         name=name or stem,
+        attributes_path=os.path.normpath(attributes) if attributes else None,
     )
+
+
+def item_attribute_matrix(
+    item_attributes: Mapping[Any, Iterable[int]],
+    spec: FeatureSpec,
+    feature: str | None = None,
+    attributes: Sequence[int] | None = None,
+    allow_missing: bool = False,
+    dtype: str = "float32",
+    source: str = "item_attributes",
+) -> np.ndarray:
+    """(V, A) multi-hot of item attributes, one row per internal item id of a fitted spec.
+
+    Row i holds 1 in column j when the item the spec maps to id i has the
+    j-th attribute: row i is the raw item `spec.vocabulary_values(feature, i)`,
+    so the matrix lines up with the item embedding table of the models built
+    on the spec (S3-Rec's attribute objectives read it). Rows 0 (padding) and
+    1 (unseen items) are zero. Column j is `attributes[j]`, by default the
+    sorted attribute ids of the whole mapping (not only of the spec's items,
+    so two specs over the same catalogue get the same columns).
+
+    Args:
+        item_attributes: raw item id -> attribute ids, e.g.
+            `SequenceDataset.item_attributes` (keys are compared with the
+            spec's vocabulary values, so they must have the same type).
+        spec: a fitted `FeatureSpec` holding the item `Sequence`.
+        feature: the item sequence feature (default: the spec's only one).
+        attributes: the attribute id of each column; ids outside it raise.
+        allow_missing: an item of the vocabulary without an entry gets an
+            empty row instead of raising.
+        dtype: the matrix's dtype.
+        source: how error messages name the mapping (e.g. its file).
+
+    Returns:
+        A (spec.input_dim(feature), len(attributes)) array of 0 and 1.
+
+    Raises:
+        ValueError: a vocabulary item has no entry (the message names the
+            first ones and `source`), or an attribute id is not in `attributes`.
+
+    Example:
+
+    >>> beauty = amazon_beauty()
+    >>> spec = kr.FeatureSpec([kr.Sequence("history", max_length=50)], 64)
+    >>> spec.adapt(pd.DataFrame({"history": beauty.sequences["item_id"]}))
+    >>> item_attribute_matrix(beauty.item_attributes, spec).shape
+    (12103, 637)
+    """
+    if feature is None:
+        names = [f.name for f in spec.sequences]
+        if len(names) != 1:
+            raise ValueError(
+                f"The spec has item sequences {names or 'none'}: pass feature=<the item sequence>."
+            )
+        feature = names[0]
+    spec.check_adapted()
+    if attributes is None:
+        attributes = sorted({int(a) for values in item_attributes.values() for a in values})
+    column = {int(a): j for j, a in enumerate(attributes)}
+    num_items = spec.input_dim(feature)
+    raw_items = spec.vocabulary_values(feature, np.arange(num_items))
+    matrix = np.zeros((num_items, len(column)), dtype=dtype)
+    missing = []
+    for internal, raw in enumerate(raw_items):
+        if raw is None:  # the reserved ids 0 and 1
+            continue
+        values = item_attributes.get(raw)
+        if values is None:
+            missing.append(raw)
+            continue
+        for attribute in values:
+            j = column.get(int(attribute))
+            if j is None:
+                raise ValueError(
+                    f"Item {raw!r} in {source} has attribute {attribute!r}, which is not "
+                    "among the `attributes` columns."
+                )
+            matrix[internal, j] = 1
+    if missing and not allow_missing:
+        raise ValueError(
+            f"{len(missing)} item(s) of the vocabulary of '{feature}' have no entry in {source}, "
+            f"e.g. raw item ids {missing[:5]}; pass allow_missing=True to give them no "
+            "attribute (the S3-Rec reference code does)."
+        )
+    return matrix
 
 
 def amazon_beauty(path: str | None = None) -> SequenceDataset:

@@ -52,10 +52,14 @@ from keras_recsys.models.sequence import (
     GRU4RecBackbone,
     HSTUBackbone,
     HSTURanker,
+    S3RecPretrainer,
+    S3RecPretrainingData,
     SASRec,
     SASRecBackbone,
     SequenceBackbone,
     SequentialRecommender,
+    s3rec_pretraining_batch,
+    s3rec_pretraining_sequences,
 )
 
 __all__ = [
@@ -87,6 +91,8 @@ __all__ = [
     "PLE",
     "PLEBackbone",
     "RecModel",
+    "S3RecPretrainer",
+    "S3RecPretrainingData",
     "SASRec",
     "SASRecBackbone",
     "STAR",
@@ -100,4 +106,6 @@ __all__ = [
     "TwoTower",
     "WideAndDeep",
     "WideAndDeepBackbone",
+    "s3rec_pretraining_batch",
+    "s3rec_pretraining_sequences",
 ]

@@ -21,9 +21,14 @@ class SASRecBackbone(SequenceBackbone):
 
     Args:
         num_items, embedding_dim, max_length: see `SequenceBackbone`.
-        num_blocks: stacked causal self-attention blocks.
+        num_blocks: stacked self-attention blocks.
         num_heads: attention heads per block.
         dropout: dropout on the input and inside the blocks.
+        causal: a position attends to earlier positions only (SASRec). False
+            lets every position read the whole sequence, as S3-Rec's
+            pre-training does (`S3RecPretrainer`); the weights are the same
+            either way, so a bidirectional backbone's weights load into a
+            causal one.
     """
 
     def __init__(
@@ -34,17 +39,23 @@ class SASRecBackbone(SequenceBackbone):
         num_blocks: int = 2,
         num_heads: int = 1,
         dropout: float = 0.2,
+        causal: bool = True,
         **kwargs,
     ):
         super().__init__(num_items, embedding_dim, max_length, **kwargs)
         self.num_blocks = int(num_blocks)
         self.num_heads = int(num_heads)
         self.dropout = float(dropout)
+        self.causal = bool(causal)
         self.positions = PositionEmbedding(max_length, dtype=self.dtype_policy, name="positions")
         self.input_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.blocks = [
             TransformerBlock(
-                num_heads, dropout=dropout, causal=True, dtype=self.dtype_policy, name=f"block_{i}"
+                num_heads,
+                dropout=dropout,
+                causal=self.causal,
+                dtype=self.dtype_policy,
+                name=f"block_{i}",
             )
             for i in range(self.num_blocks)
         ]
@@ -63,7 +74,12 @@ class SASRecBackbone(SequenceBackbone):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_blocks=self.num_blocks, num_heads=self.num_heads, dropout=self.dropout)
+        config.update(
+            num_blocks=self.num_blocks,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            causal=self.causal,
+        )
         return config
 
 
@@ -76,6 +92,10 @@ class SASRec(SequentialRecommender):
     (the score of item j after position t is ⟨h_t, e_j⟩). The paper's loss
     is `loss="bce"` with one sampled negative per position;
     `loss="sampled_softmax"` and `loss="softmax"` are the alternatives.
+
+    To start from S3-Rec's self-supervised pre-training, build the model,
+    then `S3RecPretrainer(...).transfer_to(model)` copies the pre-trained
+    encoder into its backbone (see `S3RecPretrainer`).
 
     Reference: Kang & McAuley, 2018, "Self-Attentive Sequential
     Recommendation" (ICDM).
