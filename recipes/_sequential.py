@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -351,8 +352,8 @@ def run(
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
         "seconds": round(time.time() - start, 1),
-        "command": f"python recipes/{name}.py --arms {' '.join(arms)} "
-        f"--seeds {' '.join(map(str, seeds))}",
+        # As run, every option included (time budgets, pre-training epochs).
+        "command": " ".join(["python", f"recipes/{name}.py", *sys.argv[1:]]),
     }
     for key, summary in report["summary"].items():
         print(
@@ -368,7 +369,7 @@ def run(
 
 def main(name: str, load: Callable[[], SequenceData], arms: dict[str, Arm]) -> None:
     """Command line: `--seeds 0 1 2`, `--out FILE`, `--arms sasrec_bce ...`, `--max-epochs N`,
-    `--pretrain-epochs N`."""
+    `--pretrain-epochs N`, `--pretrain-batch-size N`."""
     parser = argparse.ArgumentParser(description=f"Recipe {name}")
     parser.add_argument("--arms", nargs="+", default=list(arms), choices=list(arms))
     parser.add_argument("--max-epochs", type=int, default=None)
@@ -376,6 +377,7 @@ def main(name: str, load: Callable[[], SequenceData], arms: dict[str, Arm]) -> N
     parser.add_argument(
         "--pretrain-epochs", type=int, default=None, help="of the arms that pre-train (s3rec)"
     )
+    parser.add_argument("--pretrain-batch-size", type=int, default=None)
     seeds, out, args = seeds_and_out(parser)
     chosen = {key: arms[key] for key in args.arms}
     for arm in chosen.values():
@@ -385,6 +387,8 @@ def main(name: str, load: Callable[[], SequenceData], arms: dict[str, Arm]) -> N
             arm.training.max_seconds = args.max_seconds
         if args.pretrain_epochs is not None and arm.pretrain is not None:
             arm.training.pretrain_epochs = args.pretrain_epochs
+        if args.pretrain_batch_size is not None and arm.pretrain is not None:
+            arm.training.pretrain_batch_size = args.pretrain_batch_size
     run(name, load(), chosen, seeds, out, write=not args.no_write)
 
 
