@@ -1,14 +1,18 @@
 """Reusable layers, one concept a file, in family folders.
 
 The shared front end (`FeatureEmbedding`, `MLP`, `MaskedPooling`) lives at the
-top; `interaction/`, `multitask/`, `scenario/` and `sequence/` hold each
-family's building blocks.
+top; `interaction/`, `multitask/`, `scenario/`, `sequence/`, `behavior/` and
+`infnet/` hold each family's building blocks.
 """
 
 from keras_recsys.heads.pointwise import TaskHeads
 from keras_recsys.layers.embedding import FeatureEmbedding
 from keras_recsys.layers.interaction import (
+    BilinearFusion,
+    CompressedInteractionNetwork,
     FactorizationMachine,
+    FeatureGating,
+    FieldSelfAttention,
     LinearTerm,
     MixtureOfLowRankCross,
     VectorCross,
@@ -32,15 +36,24 @@ from keras_recsys.layers.scenario import (
     scenario_one_hot,
     scenario_routing,
 )
-from keras_recsys.layers.sequence import HSTU, PositionEmbedding, TransformerBlock, m_falcon
+from keras_recsys.layers.sequence import (
+    HSTU,
+    PositionEmbedding,
+    TransformerBlock,
+    m_falcon,
+)
 from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
 __all__ = [
+    "BilinearFusion",
+    "CompressedInteractionNetwork",
     "CustomizedGateControl",
     "DynamicDense",
     "ExpertGate",
     "FactorizationMachine",
     "FeatureEmbedding",
+    "FeatureGating",
+    "FieldSelfAttention",
     "GradNormWeighting",
     "HMoEGate",
     "HSTU",
@@ -60,7 +73,7 @@ __all__ = [
     "TransformerBlock",
     "UncertaintyWeighting",
     "VectorCross",
-    "scenario_one_hot",
     "m_falcon",
+    "scenario_one_hot",
     "scenario_routing",
 ]

@@ -10,13 +10,21 @@ from keras_recsys.models.backbone import Backbone
 from keras_recsys.models.base import RecModel
 from keras_recsys.models.interaction import (
     DCN,
+    DLRM,
     DNN,
+    AutoInt,
+    AutoIntBackbone,
     DCNBackbone,
     DeepFM,
     DeepFMBackbone,
+    DLRMBackbone,
     DNNBackbone,
+    FinalMLP,
+    FinalMLPBackbone,
     WideAndDeep,
     WideAndDeepBackbone,
+    XDeepFM,
+    XDeepFMBackbone,
 )
 from keras_recsys.models.multitask import (
     CGC,
@@ -63,18 +71,24 @@ from keras_recsys.models.sequence import (
 )
 
 __all__ = [
+    "AutoInt",
+    "AutoIntBackbone",
     "BERT4Rec",
     "BERT4RecBackbone",
     "Backbone",
     "CGC",
     "DCN",
     "DCNBackbone",
+    "DLRM",
+    "DLRMBackbone",
     "DNN",
     "DNNBackbone",
     "DeepFM",
     "DeepFMBackbone",
     "ESMM",
     "ESMMBackbone",
+    "FinalMLP",
+    "FinalMLPBackbone",
     "GRU4Rec",
     "GRU4RecBackbone",
     "HMoE",
@@ -106,6 +120,8 @@ __all__ = [
     "TwoTower",
     "WideAndDeep",
     "WideAndDeepBackbone",
+    "XDeepFM",
+    "XDeepFMBackbone",
     "s3rec_pretraining_batch",
     "s3rec_pretraining_sequences",
 ]

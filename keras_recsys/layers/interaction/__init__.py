@@ -1,7 +1,20 @@
-"""Feature-interaction layers: FM, cross networks, the wide (linear) part."""
+"""Feature-interaction layers: FM, cross networks, CIN, field attention, gating, the wide part."""
 
+from keras_recsys.layers.interaction.bilinear_fusion import BilinearFusion
+from keras_recsys.layers.interaction.cin import CompressedInteractionNetwork
 from keras_recsys.layers.interaction.cross import MixtureOfLowRankCross, VectorCross
+from keras_recsys.layers.interaction.feature_gating import FeatureGating
+from keras_recsys.layers.interaction.field_attention import FieldSelfAttention
 from keras_recsys.layers.interaction.fm import FactorizationMachine
 from keras_recsys.layers.interaction.linear import LinearTerm
 
-__all__ = ["FactorizationMachine", "LinearTerm", "MixtureOfLowRankCross", "VectorCross"]
+__all__ = [
+    "BilinearFusion",
+    "CompressedInteractionNetwork",
+    "FactorizationMachine",
+    "FeatureGating",
+    "FieldSelfAttention",
+    "LinearTerm",
+    "MixtureOfLowRankCross",
+    "VectorCross",
+]
