@@ -6,6 +6,13 @@ top; `interaction/`, `multitask/`, `scenario/`, `sequence/`, `behavior/` and
 """
 
 from keras_recsys.heads.pointwise import TaskHeads
+from keras_recsys.layers.behavior import (
+    AUGRU,
+    AUGRUCell,
+    Dice,
+    TargetAttention,
+    next_behavior_loss,
+)
 from keras_recsys.layers.embedding import FeatureEmbedding
 from keras_recsys.layers.interaction import (
     BilinearFusion,
@@ -45,9 +52,12 @@ from keras_recsys.layers.sequence import (
 from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
 __all__ = [
+    "AUGRU",
+    "AUGRUCell",
     "BilinearFusion",
     "CompressedInteractionNetwork",
     "CustomizedGateControl",
+    "Dice",
     "DynamicDense",
     "ExpertGate",
     "FactorizationMachine",
@@ -68,12 +78,14 @@ __all__ = [
     "ScenarioIndicatorTower",
     "ScenarioTowers",
     "StarTopologyDense",
+    "TargetAttention",
     "TaskHeads",
     "TaskTowers",
     "TransformerBlock",
     "UncertaintyWeighting",
     "VectorCross",
     "m_falcon",
+    "next_behavior_loss",
     "scenario_one_hot",
     "scenario_routing",
 ]

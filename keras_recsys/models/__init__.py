@@ -1,13 +1,21 @@
 """Model builders: each a `keras.Model` built from a FeatureSpec and Tasks.
 
 Family folders: `interaction/` (ranking), `multitask/`, `scenario/`,
-`retrieval/` (two-tower) and `sequence/` (next-item). A ranking builder is a
+`behavior/` (DIN, DIEN), `retrieval/` (two-tower) and `sequence/` (next-item). A ranking builder is a
 `Backbone` (features -> named representations, no loss) wrapped by
 `RecModel` (task heads, losses, export); both are exported here.
 """
 
 from keras_recsys.models.backbone import Backbone
 from keras_recsys.models.base import RecModel
+from keras_recsys.models.behavior import (
+    DIEN,
+    DIN,
+    BehaviorBackbone,
+    DIENBackbone,
+    DINBackbone,
+    behavior_targets,
+)
 from keras_recsys.models.interaction import (
     DCN,
     DLRM,
@@ -76,9 +84,14 @@ __all__ = [
     "BERT4Rec",
     "BERT4RecBackbone",
     "Backbone",
+    "BehaviorBackbone",
     "CGC",
     "DCN",
     "DCNBackbone",
+    "DIEN",
+    "DIENBackbone",
+    "DIN",
+    "DINBackbone",
     "DLRM",
     "DLRMBackbone",
     "DNN",
@@ -122,6 +135,7 @@ __all__ = [
     "WideAndDeepBackbone",
     "XDeepFM",
     "XDeepFMBackbone",
+    "behavior_targets",
     "s3rec_pretraining_batch",
     "s3rec_pretraining_sequences",
 ]
