@@ -45,6 +45,8 @@ def movielens_100k_behaviors(
     * `hist_liked`: those rated >= 4; `hist_disliked`: those rated <= 2;
     * `hist_genres`, `liked_genres`, `disliked_genres`: the genres of those
       movies, flattened in time order;
+    * `hist_ratings`: the ratings of `hist_items`, aligned with them (the
+      action sequence of generative ranking, `kr.models.HSTURanker`);
 
     `hist_length` (the number of earlier ratings, before truncation); and
     the three tasks as int32 labels: `like` (rating >= 4), `love` (rating
@@ -80,7 +82,8 @@ def movielens_100k_behaviors(
 def with_behavior_sequences(ratings: pd.DataFrame, max_length: int) -> pd.DataFrame:
     """`ratings` (file order kept) plus the behaviour sequences, `hist_length` and the tasks."""
     out = ratings.copy()
-    columns = {name: [None] * len(out) for name in [*BEHAVIORS, *GENRE_SEQUENCES.values()]}
+    names = [*BEHAVIORS, *GENRE_SEQUENCES.values(), "hist_ratings"]
+    columns = {name: [None] * len(out) for name in names}
     lengths = np.zeros(len(out), np.int64)
     for _, rows in out.groupby("user_id", sort=False).indices.items():
         # The user's ratings in time order, ties in file order.
@@ -95,6 +98,7 @@ def with_behavior_sequences(ratings: pd.DataFrame, max_length: int) -> pd.DataFr
         for name, (low, high) in BEHAVIORS.items():
             keep = np.flatnonzero((scores >= low) & (scores <= high))
             kept_items = items[keep].tolist()
+            kept_scores = scores[keep].tolist()
             # The kept movies' genres flattened, and where each movie's start.
             flat = [g for i in keep for g in genres[i]]
             starts = np.cumsum([0] + [len(genres[i]) for i in keep]).tolist()
@@ -103,6 +107,8 @@ def with_behavior_sequences(ratings: pd.DataFrame, max_length: int) -> pd.DataFr
             item_column, genre_column = columns[name], columns[GENRE_SEQUENCES[name]]
             for row, n in zip(rows.tolist(), count.tolist()):
                 item_column[row] = kept_items[max(0, n - max_length) : n]
+                if name == "hist_items":  # the actions of generative ranking (HSTURanker)
+                    columns["hist_ratings"][row] = kept_scores[max(0, n - max_length) : n]
                 genre_column[row] = flat[max(starts[n] - max_length, 0) : starts[n]]
     for name, values in columns.items():
         out[name] = values

@@ -37,6 +37,7 @@ def test_histories_hold_only_strictly_earlier_ratings_by_type():
     # t=40 sees all four, oldest first, ties in file order (13 before 14).
     last = by_item.loc[15]
     assert last["hist_items"] == [11, 12, 13, 14] and last["hist_length"] == 4
+    assert last["hist_ratings"] == [5, 4, 2, 1]  # aligned with hist_items
     assert last["hist_liked"] == [11, 12] and last["liked_genres"] == ["a", "b", "b"]
     assert last["hist_disliked"] == [13, 14] and last["disliked_genres"] == ["c", "d", "e"]
     # Another user's ratings never enter.
@@ -52,6 +53,7 @@ def test_max_length_keeps_the_most_recent():
     out = with_behavior_sequences(_log(), max_length=2)
     last = out[out.item_id == 15].iloc[0]
     assert last["hist_items"] == [13, 14] and last["hist_length"] == 4
+    assert last["hist_ratings"] == [2, 1]
     assert last["hist_genres"] == ["d", "e"] and last["liked_genres"] == ["b", "b"]
     with pytest.raises(ValueError, match="max_length must be >= 1"):
         kr.datasets.movielens_100k_behaviors(max_length=0)
