@@ -26,6 +26,8 @@ from keras_recsys.layers.interaction import (
 )
 from keras_recsys.layers.mlp import MLP
 from keras_recsys.layers.multitask import (
+    AdaptiveInformationTransfer,
+    AllForwardGating,
     CustomizedGateControl,
     ExpertGate,
     MixtureOfExperts,
@@ -54,6 +56,8 @@ from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyW
 __all__ = [
     "AUGRU",
     "AUGRUCell",
+    "AdaptiveInformationTransfer",
+    "AllForwardGating",
     "BilinearFusion",
     "CompressedInteractionNetwork",
     "CustomizedGateControl",

@@ -35,15 +35,21 @@ from keras_recsys.models.interaction import (
     XDeepFMBackbone,
 )
 from keras_recsys.models.multitask import (
+    AITM,
     CGC,
     ESMM,
     PLE,
+    STEM,
+    AITMBackbone,
     ESMMBackbone,
     MMoE,
     MMoEBackbone,
+    OMoE,
+    OMoEBackbone,
     PLEBackbone,
     SharedBottom,
     SharedBottomBackbone,
+    STEMBackbone,
 )
 from keras_recsys.models.retrieval import (
     TwoTower,
@@ -79,6 +85,8 @@ from keras_recsys.models.sequence import (
 )
 
 __all__ = [
+    "AITM",
+    "AITMBackbone",
     "AutoInt",
     "AutoIntBackbone",
     "BERT4Rec",
@@ -113,6 +121,8 @@ __all__ = [
     "M2MBackbone",
     "MMoE",
     "MMoEBackbone",
+    "OMoE",
+    "OMoEBackbone",
     "PEPNet",
     "PEPNetBackbone",
     "PLE",
@@ -124,6 +134,8 @@ __all__ = [
     "SASRecBackbone",
     "STAR",
     "STARBackbone",
+    "STEM",
+    "STEMBackbone",
     "SequenceBackbone",
     "SequentialRecommender",
     "SharedBottom",
