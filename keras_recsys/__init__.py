@@ -38,6 +38,9 @@ def __getattr__(name: str):
     # JAX or PyTorch from already preprocessed arrays on hosts without it.
     if name == "data":
         return importlib.import_module("keras_recsys.data")
+    # `tuning` imports keras-tuner, which only searches need.
+    if name == "tuning":
+        return importlib.import_module("keras_recsys.tuning")
     raise AttributeError(f"module 'keras_recsys' has no attribute {name!r}")
 
 
@@ -59,4 +62,5 @@ __all__ = [
     "metrics",
     "models",
     "training",
+    "tuning",
 ]
