@@ -87,6 +87,27 @@ ARMS: dict[str, Arm] = {
         "DIEN (interest GRU with the auxiliary loss, AUGRU evolution, MLP 200-80)",
         _pointwise(kr.models.DIEN),
     ),
+    "omoe": Arm(
+        "OMoE (8 experts of 64, one gate, towers 32)",
+        _pointwise(kr.models.OMoE, num_experts=8, expert_units=(64,), tower_units=(32,)),
+    ),
+    "stem": Arm("STEM (shared and task-specific embeddings, defaults)", _pointwise(kr.models.STEM)),
+    "infnet": Arm(
+        "INFNet (2 blocks, 4 categorical proxies, 2 shared task tokens; the six histories "
+        "as behaviour tokens)",
+        _pointwise(kr.models.INFNet),
+    ),
+    "infnet_no_task_tokens": Arm(
+        "INFNet without task tokens", _pointwise(kr.models.INFNet, task_tokens=False)
+    ),
+    "infnet_no_homogeneous": Arm(
+        "INFNet without the homogeneous flow (PGU)",
+        _pointwise(kr.models.INFNet, homogeneous_flow=False),
+    ),
+    "infnet_no_heterogeneous": Arm(
+        "INFNet without the heterogeneous flow (cross attention)",
+        _pointwise(kr.models.INFNet, heterogeneous_flow=False),
+    ),
     "hstu_ranker": Arm(
         "HSTURanker (2 blocks, 1 head, d 64, dropout 0.2): (movie, rating) tokens, "
         "M-FALCON on the impression's movie",

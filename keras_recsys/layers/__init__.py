@@ -6,6 +6,7 @@ top; `interaction/`, `multitask/`, `scenario/`, `sequence/`, `behavior/` and
 """
 
 from keras_recsys.heads.pointwise import TaskHeads
+from keras_recsys.layers import infnet
 from keras_recsys.layers.behavior import (
     AUGRU,
     AUGRUCell,
@@ -14,6 +15,14 @@ from keras_recsys.layers.behavior import (
     next_behavior_loss,
 )
 from keras_recsys.layers.embedding import FeatureEmbedding
+from keras_recsys.layers.infnet import (
+    CategoricalProxies,
+    CrossAttention,
+    InfNetBlock,
+    LearnedTokens,
+    ProxyGatedUnit,
+    SequenceProxies,
+)
 from keras_recsys.layers.interaction import (
     BilinearFusion,
     CompressedInteractionNetwork,
@@ -54,12 +63,15 @@ from keras_recsys.layers.sequence import (
 from keras_recsys.training.loss_weighting import GradNormWeighting, UncertaintyWeighting
 
 __all__ = [
+    "infnet",
     "AUGRU",
     "AUGRUCell",
     "AdaptiveInformationTransfer",
     "AllForwardGating",
     "BilinearFusion",
+    "CategoricalProxies",
     "CompressedInteractionNetwork",
+    "CrossAttention",
     "CustomizedGateControl",
     "Dice",
     "DynamicDense",
@@ -71,6 +83,8 @@ __all__ = [
     "GradNormWeighting",
     "HMoEGate",
     "HSTU",
+    "InfNetBlock",
+    "LearnedTokens",
     "LinearTerm",
     "MLP",
     "MaskedPooling",
@@ -79,8 +93,10 @@ __all__ = [
     "PartitionedNormalization",
     "PersonalizedGate",
     "PositionEmbedding",
+    "ProxyGatedUnit",
     "ScenarioIndicatorTower",
     "ScenarioTowers",
+    "SequenceProxies",
     "StarTopologyDense",
     "TargetAttention",
     "TaskHeads",

@@ -2,6 +2,7 @@
 
 from keras_recsys.models.multitask.aitm import AITM, AITMBackbone
 from keras_recsys.models.multitask.esmm import ESMM, ESMMBackbone
+from keras_recsys.models.multitask.infnet import INFNet, INFNetBackbone
 from keras_recsys.models.multitask.mmoe import MMoE, MMoEBackbone
 from keras_recsys.models.multitask.omoe import OMoE, OMoEBackbone
 from keras_recsys.models.multitask.ple import CGC, PLE, PLEBackbone
@@ -14,6 +15,8 @@ __all__ = [
     "CGC",
     "ESMM",
     "ESMMBackbone",
+    "INFNet",
+    "INFNetBackbone",
     "MMoE",
     "MMoEBackbone",
     "OMoE",
