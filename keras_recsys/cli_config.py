@@ -534,7 +534,9 @@ def pointwise_model_names() -> list[str]:
     """The models `keras-recsys train` builds: the ranking and multi-task zoo."""
     from keras_recsys.models import RecModel
 
-    return sorted(n for n, c in model_classes().items() if issubclass(c, RecModel))
+    return sorted(
+        n for n, c in model_classes().items() if isinstance(c, type) and issubclass(c, RecModel)
+    )
 
 
 def model_arguments(cls: type) -> list[str]:
