@@ -11,6 +11,7 @@ import importlib
 from keras_recsys import (
     callbacks,
     datasets,
+    distribution,
     evaluation,
     export,
     heads,
@@ -55,6 +56,7 @@ __all__ = [
     "callbacks",
     "data",
     "datasets",
+    "distribution",
     "evaluation",
     "export",
     "heads",

@@ -52,6 +52,9 @@ from keras_recsys.features.feature import NUM_RESERVED_IDS
 from keras_recsys.features.raw import RaggedValues
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# An export is written under `<base_dir>/.staging-<version>-<random>/` and
+# renamed to `<base_dir>/<version>` once complete.
+STAGING_PREFIX = ".staging-"
 _CHECK_SCRIPT = os.path.join(os.path.dirname(__file__), "serving_check.py")
 
 
@@ -310,9 +313,13 @@ def export_model(
     On the TensorFlow backend the export runs in this process; on JAX or
     PyTorch the model is saved to a `.keras` file and rebuilt under the
     TensorFlow backend in a child process, which writes the SavedModel.
-    The version directory appears atomically (written beside it, then
-    renamed), so a TF Serving instance watching `base_dir` never sees a
-    half-written version.
+    The version directory appears atomically: the export is written to a
+    sibling `<base_dir>/.staging-<version>-<random>/` (a name TF Serving
+    does not load), flushed to disk and renamed to `<base_dir>/<version>`,
+    so a TF Serving instance watching `base_dir` never sees a half-written
+    version. A failed export removes its staging directory; a process
+    killed mid-export leaves one behind (never an integer-named directory),
+    which is safe to delete once no export is running.
 
     Args:
         model: a keras_recsys model.
@@ -328,6 +335,14 @@ def export_model(
 
     Returns:
         The version directory's path.
+
+    Raises:
+        FileExistsError: `base_dir/<version>` already exists (it is never
+            overwritten).
+
+    Example:
+
+    >>> path = export_model(model, "/models/ctr")  # "/models/ctr/1", then "/models/ctr/2"
     """
     import keras
 
@@ -347,17 +362,50 @@ def export_model(
     else:
         frame = default_warmup_frame(model.spec, num_warmup)
     os.makedirs(base_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base_dir)
+    # Staged beside the version, on the same file system (so the rename is
+    # atomic), under a name TF Serving skips: it serves only the children of
+    # the base path whose names parse as an integer (`safe_strto64` in its
+    # FileSystemStoragePathSource), and next_version ignores it too. A
+    # process killed before the rename leaves only this dot-directory.
+    staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=base_dir)
     try:
         target = os.path.join(staging, "model")
         if keras.backend.backend() == "tensorflow":
             _export_in_process(model, target, frame, model_name, options, version)
         else:
             _export_in_child(model, target, frame, model_name, options, version)
-        os.rename(target, final)
+        # On disk before it gets its served name: after a machine crash the
+        # version directory is whole or absent, never empty files.
+        _fsync_tree(target)
+        try:
+            os.rename(target, final)
+        except OSError as error:
+            if os.path.isdir(final):  # another export took the version meanwhile
+                raise FileExistsError(
+                    f"Export version directory '{final}' already exists."
+                ) from error
+            raise
+        _fsync_directory(base_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _fsync_directory(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_tree(path: str) -> None:
+    """Flushes every file and directory under `path` to disk."""
+    for directory, _, files in os.walk(path, topdown=False):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_directory(directory)
 
 
 def _export_in_child(

@@ -13,9 +13,11 @@ import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -421,3 +423,128 @@ def test_model_trained_on_another_backend_exports(backend, tmp_path):
     assert sorted(served) == sorted(expected) == sorted(TASKS)
     for task in TASKS:
         np.testing.assert_allclose(served[task], expected[task].reshape(-1), atol=1e-5)
+
+
+# ------------------------------------------------------------ atomic export
+def _served_versions(base: str) -> list[str]:
+    """The children of `base` TF Serving would load: names that parse as an
+    integer (its FileSystemStoragePathSource uses `safe_strto64`, which
+    allows surrounding spaces and a sign)."""
+    served = []
+    for name in os.listdir(base):
+        try:
+            int(name.strip())
+        except ValueError:
+            continue
+        served.append(name)
+    return served
+
+
+def test_failed_export_leaves_no_version_directory(census, tmp_path, monkeypatch):
+    """An error in the last step of an export (the SavedModel and its warm-up
+    records already written) leaves no version directory and no staging one;
+    the version number stays free for the next export."""
+    from keras_recsys import export as export_module
+
+    model, _ = census
+    base = str(tmp_path / "census_dcn")
+    seen = {}
+
+    def fail(path, contract):
+        seen["staged"] = os.path.isfile(os.path.join(path, "saved_model.pb"))
+        seen["served"] = _served_versions(base)
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(export_module.serving_contract, "write_contract", fail)
+    with pytest.raises(OSError, match="injected"):
+        model.export(base)
+    assert seen == {"staged": True, "served": []}  # written, but not under a served name
+    assert os.listdir(base) == []
+    monkeypatch.undo()
+    assert model.export(base) == os.path.join(base, "1")
+    assert os.listdir(base) == ["1"]
+
+
+KILLED_EXPORT_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import keras
+    import keras_recsys
+    from keras_recsys import export
+
+    model_file, base, marker = sys.argv[1:]
+    write_warmup = export._write_warmup
+
+    def write_then_stall(path, *args, **kwargs):
+        write_warmup(path, *args, **kwargs)
+        open(marker, "w").close()
+        time.sleep(300)  # the SavedModel is half-written: killed here
+
+    export._write_warmup = write_then_stall
+    export.export_model(keras.models.load_model(model_file), base)
+    """
+)
+
+
+def test_killed_export_leaves_no_version_directory(census, tmp_path):
+    """A process SIGKILLed in the middle of an export (SavedModel and warm-up
+    written, serving contract not yet) leaves only its staging directory,
+    which no server loads; the next export still gets version 1."""
+    model, _ = census
+    base, marker = str(tmp_path / "census_dcn"), str(tmp_path / "marker")
+    model_file = str(tmp_path / "model.keras")
+    model.save(model_file)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_EXPORT_SCRIPT, model_file, base, marker],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(marker):
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the export never reached its kill point"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    left = os.listdir(base)
+    assert _served_versions(base) == [] and len(left) == 1
+    staged = os.path.join(base, left[0])
+    assert left[0].startswith(".")
+    assert os.path.isfile(os.path.join(staged, "model", "saved_model.pb"))
+    assert not os.path.exists(
+        os.path.join(staged, "model", "assets.extra", "serving_contract.json")
+    )
+    assert kr.export.next_version(base) == 1
+    assert model.export(base) == os.path.join(base, "1")
+    assert _served_versions(base) == ["1"]
+
+
+def test_version_taken_during_export_is_not_overwritten(census, tmp_path, monkeypatch):
+    """Another exporter creating the same version while this one writes: the
+    rename fails with FileExistsError, the other's files stay, and this
+    export's staging directory is removed."""
+    from keras_recsys import export as export_module
+
+    model, _ = census
+    base = str(tmp_path / "census_dcn")
+
+    def write_and_race(model, path, *args, **kwargs):
+        os.makedirs(path)
+        with open(os.path.join(path, "saved_model.pb"), "w") as f:
+            f.write("ours")
+        os.makedirs(os.path.join(base, "1"))
+        with open(os.path.join(base, "1", "saved_model.pb"), "w") as f:
+            f.write("theirs")
+
+    monkeypatch.setattr(export_module, "_export_in_process", write_and_race)
+    with pytest.raises(FileExistsError, match="already exists"):
+        model.export(base, version=1)
+    assert os.listdir(base) == ["1"]
+    with open(os.path.join(base, "1", "saved_model.pb")) as f:
+        assert f.read() == "theirs"

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import glob
-import os
-from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -13,7 +10,15 @@ import tensorflow as tf
 
 from keras_recsys.features.feature import Categorical, Sequence
 from keras_recsys.features.raw import RaggedValues
-from keras_recsys.features.spec import FeatureSpec
+from keras_recsys.features.spec import (
+    FeatureSpec,
+    check_file_columns,
+    csv_frames,
+    expand_paths,
+    file_columns,
+    parquet_frames,
+    spec_columns,
+)
 from keras_recsys.tasks import Task, as_tasks
 
 
@@ -181,61 +186,117 @@ def _check_label_columns(tasks: list[Task], columns) -> None:
     )
 
 
-def _expand_paths(paths: str | Iterable[str]) -> list[str]:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    found: list[str] = []
-    for path in paths:
-        matches = sorted(glob.glob(str(path)))
-        if not matches:
-            raise FileNotFoundError(f"No file matches '{path}'.")
-        found.extend(matches)
-    return found
+def _needed_columns(spec: FeatureSpec, tasks: list[Task] | None, labels: bool) -> dict[str, str]:
+    """Every column a shard must hold -> what reads it (for the missing-column error)."""
+    needed = spec_columns(spec)
+    for task in (tasks or []) if labels else []:
+        needed.setdefault(task.label, f"task '{task.name}' (label)")
+        for column, what in ((task.sample_weight, "sample_weight"), (task.mask, "mask")):
+            if column is not None:
+                needed.setdefault(column, f"task '{task.name}' ({what})")
+    return needed
 
 
-def _from_frames(
-    frames: Iterable[pd.DataFrame],
+def _raw_element(frame: pd.DataFrame, spec: FeatureSpec, tasks, labels: bool) -> tuple:
+    """(raw feature tensors[, labels[, sample weights]]) of one chunk, not preprocessed."""
+    return tuple(t for t in frame_tensors(frame, spec, tasks, labels) if t is not None)
+
+
+def _any_batch(spec: tf.TypeSpec) -> tf.TypeSpec:
+    """The same type spec with an unknown batch (first) dimension."""
+    if isinstance(spec, tf.RaggedTensorSpec):
+        return tf.RaggedTensorSpec(
+            [None] + spec.shape[1:].as_list(),
+            spec.dtype,
+            spec.ragged_rank,
+            spec.row_splits_dtype,
+        )
+    return tf.TensorSpec([None] + spec.shape[1:].as_list(), spec.dtype)
+
+
+def _from_files(
+    files: list[str],
+    frames_of,
+    fmt: str,
     model,
     batch_size: int,
     labels: bool | None,
     tasks,
+    shuffle_files: bool,
+    cycle_length: int,
+    seed: int | None,
+    drop_remainder: bool,
+    read_csv_kwargs: dict | None = None,
+    num_rows: int | None = None,
 ) -> tf.data.Dataset:
-    """Streams frames through `from_pandas` without holding all of them.
+    """Preprocessed batches read lazily from files, interleaved `cycle_length` at a time.
 
-    Rows left over at the end of a frame (or file) are carried into the
-    next one, so every batch but the last has `batch_size` rows, exactly as
-    `from_pandas` on all the rows would give.
+    Each file is a `tf.data` source of raw chunks (a Python generator over
+    pandas/pyarrow chunks, validated like `from_pandas`); `interleave` takes
+    one chunk from each of `cycle_length` open files in turn, `rebatch`
+    cuts the stream into `batch_size` rows, and the preprocessing (lookups,
+    hashing, normalization, padding) runs in TensorFlow in a parallel `map`.
+    Memory holds a few chunks per open file, never a whole file.
     """
+    if int(cycle_length) < 1:
+        raise ValueError(f"cycle_length must be >= 1, got {cycle_length}.")
     spec, tasks = _spec_and_tasks(model, tasks)
-    frames = iter(frames)
-    first = next(frames, None)
-    if first is None or len(first) == 0:
-        raise ValueError("The files hold no rows.")
-    labels = _want_labels(labels, tasks, first.columns)
-    example = from_pandas(first.head(2), spec, batch_size, labels=labels, tasks=tasks)
-
-    def generate():
-        carry = None
-        for frame in _chain(first, frames):
-            if carry is not None and len(carry):
-                frame = pd.concat([carry, frame], ignore_index=True)
-            full = len(frame) // batch_size * batch_size
-            if full:
-                yield from from_pandas(
-                    frame.iloc[:full], spec, batch_size, labels=labels, tasks=tasks
-                )
-            carry = frame.iloc[full:]
-        if carry is not None and len(carry):
-            yield from from_pandas(carry, spec, batch_size, labels=labels, tasks=tasks)
-
-    return tf.data.Dataset.from_generator(generate, output_signature=example.element_spec).prefetch(
-        tf.data.AUTOTUNE
+    labels = _want_labels(labels, tasks, file_columns(files[0], fmt, read_csv_kwargs))
+    # Every shard's header is checked before anything trains: a missing
+    # column otherwise surfaces hours in, deep inside tf.data.
+    needed = _needed_columns(spec, tasks, labels)
+    for path in files:
+        check_file_columns(path, fmt, needed, read_csv_kwargs)
+    columns = list(needed)  # only these are read
+    first = next((f for path in files for f in frames_of(path, columns) if len(f)), None)
+    if first is None:
+        raise ValueError(f"The files hold no rows: {files[:5]}.")
+    example = _raw_element(first.head(2), spec, tasks, labels)
+    signature = tf.nest.map_structure(
+        _any_batch, tf.nest.map_structure(tf.type_spec_from_value, example)
     )
+    del first
 
+    def generate(path):
+        path = path.decode() if isinstance(path, bytes) else str(path)
+        for frame in frames_of(path, columns):
+            if not len(frame):
+                continue
+            try:
+                yield _raw_element(frame, spec, tasks, labels)
+            except (KeyError, TypeError, ValueError) as error:
+                message = error.args[0] if error.args else str(error)
+                raise type(error)(f"In file '{path}': {message}") from error
 
-def _chain(first, rest):
-    yield first
-    yield from rest
+    def open_file(path):
+        return tf.data.Dataset.from_generator(generate, output_signature=signature, args=(path,))
+
+    paths = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        paths = paths.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if cycle_length == 1:
+        rows = paths.flat_map(open_file)
+    else:
+        rows = paths.interleave(
+            open_file,
+            cycle_length=int(cycle_length),
+            block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    preprocessor = spec.preprocessor
+
+    def preprocess(*element):
+        features = preprocessor(element[0])
+        return features if len(element) == 1 else (features,) + element[1:]
+
+    batches = rows.rebatch(batch_size, drop_remainder=drop_remainder)
+    if num_rows is not None:
+        # Known from the files' metadata: Keras then knows the epoch length.
+        full, rest = divmod(num_rows, batch_size)
+        count = full + (1 if rest and not drop_remainder else 0)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(count))
+    return batches.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _text_columns(spec: FeatureSpec) -> dict[str, type]:
@@ -254,13 +315,6 @@ def _text_columns(spec: FeatureSpec) -> dict[str, type]:
     return columns
 
 
-# pandas' default missing-value markers, kept for non-text CSV columns.
-_PANDAS_MISSING_MARKERS = [
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-    "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-]  # fmt: skip
-
-
 def from_csv(
     paths,
     model,
@@ -268,41 +322,58 @@ def from_csv(
     chunk_rows: int = 100_000,
     labels: bool | None = None,
     tasks=None,
+    shuffle_files: bool = False,
+    cycle_length: int = 1,
+    seed: int | None = None,
+    drop_remainder: bool = False,
     **read_csv_kwargs,
 ) -> tf.data.Dataset:
-    """Preprocessed batches streamed from CSV files (globs allowed).
+    """Preprocessed batches streamed from CSV shards (a file, a directory, globs).
 
-    Files are read `chunk_rows` at a time, so they need not fit in memory;
-    rows keep file order (shuffle with `dataset.shuffle` on batches, or
-    shuffle the files beforehand). Columns of string categorical and
-    sequence features are read as text (a `dtype=` argument overrides
-    that per column). `labels` and `tasks` work as in `from_pandas`
-    (checked on the first chunk). Extra keyword arguments go to
+    Files are read lazily, `chunk_rows` rows at a time, so the shards need
+    not fit in memory. With the defaults rows keep file order and the
+    batches equal `from_pandas` on the concatenated rows; `cycle_length > 1`
+    reads that many files at once, interleaving their chunks, and
+    `shuffle_files` reorders the files every epoch (for row-level mixing add
+    `dataset.shuffle` on the batches, or shuffle rows when writing the
+    shards). Every shard's header is checked up front: a missing column is
+    an error naming the file and the column. Columns of string categorical
+    and sequence features are read as text (a `dtype=` argument overrides
+    that per column), where only an empty cell is missing. `labels` and
+    `tasks` work as in `from_pandas`. Extra keyword arguments go to
     `pandas.read_csv`.
+
+    The preprocessing runs in TensorFlow (`Dataset.map`); parsing stays in
+    pandas, which validates raw values with the same errors as
+    `from_pandas` (a TF `CsvDataset` would not: it cannot parse list
+    cells or tell a category "NA" from a missing value).
+
+    Example:
+
+    >>> train = kr.data.from_csv("data/train/*.csv", model, batch_size=4096,
+    ...                          shuffle_files=True, cycle_length=4)
     """
-    files = _expand_paths(paths)
+    files = expand_paths(paths)
     spec, _ = _spec_and_tasks(model, tasks)
-    dtype = read_csv_kwargs.pop("dtype", None)
-    if dtype is None or isinstance(dtype, dict):
-        dtype = {**_text_columns(spec), **(dtype or {})}
-    read_csv_kwargs["dtype"] = dtype
-    custom_missing = "na_values" in read_csv_kwargs or "keep_default_na" in read_csv_kwargs
     text = set(_text_columns(spec))
 
-    def frames():
-        for path in files:
-            kwargs = dict(read_csv_kwargs)
-            if not custom_missing:
-                # Text such as "NA" or "None" is a real category value: in
-                # text columns only an empty cell is missing.
-                header = pd.read_csv(path, nrows=0, **read_csv_kwargs).columns
-                kwargs["keep_default_na"] = False
-                kwargs["na_values"] = {
-                    c: [""] if c in text else _PANDAS_MISSING_MARKERS for c in header
-                }
-            yield from pd.read_csv(path, chunksize=chunk_rows, **kwargs)
+    def frames_of(path, columns):
+        return csv_frames(path, chunk_rows, text, read_csv_kwargs, usecols=columns)
 
-    return _from_frames(frames(), model, batch_size, labels, tasks)
+    return _from_files(
+        files,
+        frames_of,
+        "csv",
+        model,
+        batch_size,
+        labels,
+        tasks,
+        shuffle_files,
+        cycle_length,
+        seed,
+        drop_remainder,
+        read_csv_kwargs,
+    )
 
 
 def from_parquet(
@@ -312,19 +383,41 @@ def from_parquet(
     chunk_rows: int = 100_000,
     labels: bool | None = None,
     tasks=None,
+    shuffle_files: bool = False,
+    cycle_length: int = 1,
+    seed: int | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
-    """Preprocessed batches streamed from Parquet files, row group by batch.
+    """Preprocessed batches streamed from Parquet shards (a file, a directory, globs).
 
-    `labels` and `tasks` work as in `from_pandas` (checked on the first
-    chunk).
+    Read lazily by record batches of at most `chunk_rows` rows, only the
+    columns the spec and tasks read. Ordering, interleaving
+    (`cycle_length`, `shuffle_files`), the up-front column check and
+    `labels`/`tasks` work as in `from_csv`.
+
+    Example:
+
+    >>> train = kr.data.from_parquet("data/train/", model, batch_size=4096, cycle_length=4)
     """
     import pyarrow.parquet as pq
 
-    files = _expand_paths(paths)
+    files = expand_paths(paths)
+    num_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
 
-    def frames():
-        for path in files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas()
+    def frames_of(path, columns):
+        return parquet_frames(path, chunk_rows, columns)
 
-    return _from_frames(frames(), model, batch_size, labels, tasks)
+    return _from_files(
+        files,
+        frames_of,
+        "parquet",
+        model,
+        batch_size,
+        labels,
+        tasks,
+        shuffle_files,
+        cycle_length,
+        seed,
+        drop_remainder,
+        num_rows=num_rows,
+    )

@@ -75,22 +75,66 @@ class Feature:
         return f"{type(self).__name__}({args})"
 
 
+def _check_salt(salt, name: str) -> int | list[int] | None:
+    """`hash_salt` as None, one int or a pair of ints, each in [0, 2**63)."""
+    if salt is None:
+        return None
+    values = list(salt) if isinstance(salt, (list, tuple)) else [salt]
+    if len(values) not in (1, 2) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in values
+    ):
+        raise ValueError(
+            f"Feature '{name}': hash_salt must be an int or a pair of ints in [0, 2**63), "
+            f"got {salt!r}."
+        )
+    return values[0] if len(values) == 1 else values
+
+
 class _Vocabulary:
     """Vocabulary options and fitted state shared by categorical kinds."""
 
-    def _init_vocabulary(self, vocabulary, min_frequency, max_tokens, num_bins):
-        if vocabulary is not None and num_bins is not None:
+    def _init_vocabulary(
+        self, vocabulary, min_frequency, max_tokens, num_bins, hash_buckets=None, hash_salt=None
+    ):
+        if num_bins is not None and hash_buckets is not None and num_bins != hash_buckets:
             raise ValueError(
-                f"Feature '{self.name}': give either `vocabulary` or "
-                "`num_bins` (hashing), not both."
+                f"Feature '{self.name}': `num_bins` is the former name of "
+                "`hash_buckets`; give only `hash_buckets`."
             )
-        if num_bins is not None and int(num_bins) < 1:
-            raise ValueError(f"Feature '{self.name}': num_bins must be >= 1.")
+        buckets = hash_buckets if hash_buckets is not None else num_bins
+        if buckets is not None:
+            # A hashed feature has no vocabulary to fit: options that shape a
+            # vocabulary would be silently ignored, so they are errors.
+            conflicts = [
+                option
+                for option, given in (
+                    ("vocabulary", vocabulary is not None),
+                    ("min_frequency", min_frequency != 1),
+                    ("max_tokens", max_tokens is not None),
+                )
+                if given
+            ]
+            if conflicts:
+                raise ValueError(
+                    f"Feature '{self.name}': hash_buckets replaces the vocabulary, so it "
+                    f"cannot be combined with {', '.join(f'`{c}`' for c in conflicts)}. "
+                    "Drop hash_buckets to fit a vocabulary, or drop "
+                    f"{' and '.join(conflicts)} to hash."
+                )
+            if isinstance(buckets, bool) or int(buckets) < 1:
+                raise ValueError(
+                    f"Feature '{self.name}': hash_buckets must be >= 1, got {buckets!r}."
+                )
+        elif hash_salt is not None:
+            raise ValueError(f"Feature '{self.name}': hash_salt needs hash_buckets.")
         if min_frequency < 1:
             raise ValueError(f"Feature '{self.name}': min_frequency must be >= 1.")
+        if max_tokens is not None and int(max_tokens) < 1:
+            raise ValueError(f"Feature '{self.name}': max_tokens must be >= 1.")
         self.min_frequency = int(min_frequency)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
-        self.num_bins = None if num_bins is None else int(num_bins)
+        self.num_bins = None if buckets is None else int(buckets)
+        self.hash_salt = _check_salt(hash_salt, self.name)
         self.given_vocabulary = None
         if vocabulary is not None:
             self.given_vocabulary = _plain_vocabulary(vocabulary, self.name)
@@ -98,6 +142,11 @@ class _Vocabulary:
         self.dtype: str | None = None
         if self.given_vocabulary is not None:
             self.dtype = _infer_dtype(self.given_vocabulary, self.name)
+
+    @property
+    def hash_buckets(self) -> int | None:
+        """Number of hash buckets of a hashed feature (None with a vocabulary)."""
+        return self.num_bins
 
     @property
     def is_hashed(self) -> bool:
@@ -129,7 +178,9 @@ class _Vocabulary:
         if self.max_tokens is not None:
             config["max_tokens"] = self.max_tokens
         if self.num_bins is not None:
-            config["num_bins"] = self.num_bins
+            config["hash_buckets"] = self.num_bins
+        if self.hash_salt is not None:
+            config["hash_salt"] = self.hash_salt
         return config
 
     def _vocabulary_state(self) -> dict[str, Any] | None:
@@ -181,9 +232,22 @@ class Categorical(_Vocabulary, Feature):
     Values are strings or integers. The vocabulary is fitted from data by
     `FeatureSpec.adapt` (most frequent first, keeping values seen at least
     `min_frequency` times, at most `max_tokens` of them), given explicitly
-    with `vocabulary`, or replaced by hashing into `num_bins` buckets.
+    with `vocabulary`, or replaced by hashing into `hash_buckets` buckets.
     Values outside the vocabulary, and missing values, map to the
     out-of-vocabulary id 1.
+
+    Hashing is for id spaces too large to count or that keep growing (user
+    ids, ad ids): nothing is fitted but the raw dtype, and a value's id is
+    `2 + hash(value) % hash_buckets`, so the embedding table has
+    `hash_buckets + 2` rows (id 0 padding, id 1 missing values, as for every
+    id space). The hash is TensorFlow's FarmHash fingerprint
+    (`tf.strings.to_hash_bucket_fast`) of the value's text, integers hashed
+    through their decimal form (`tf.strings.as_string`), so an id depends
+    on the value alone: it is the same in `kr.data`, in the exported
+    serving graph and across processes and releases. With `hash_salt` the
+    keyed SipHash (`tf.strings.to_hash_bucket_strong`, the hash Keras'
+    `Hashing` layer uses with a salt) replaces it: collisions then differ
+    from one salt to another.
 
     Args:
         name: feature name; also the input column unless `column` is given.
@@ -192,7 +256,12 @@ class Categorical(_Vocabulary, Feature):
         vocabulary: explicit vocabulary (strings or ints); skips fitting.
         min_frequency: minimum count for a value to get its own id.
         max_tokens: maximum vocabulary size (most frequent values kept).
-        num_bins: hash values into this many buckets instead of a vocabulary.
+        hash_buckets: hash values into this many buckets instead of fitting
+            a vocabulary; not combinable with `vocabulary`, `min_frequency`
+            or `max_tokens`.
+        hash_salt: with `hash_buckets`, an int (or a pair of ints) keying
+            the hash; None (default) uses the unkeyed fast hash.
+        num_bins: former name of `hash_buckets`, still accepted.
         column: input column name when different from `name`.
         role: what the feature means to the model: `None` for an ordinary
             input, `"scenario"` for the domain indicator of multi-scenario
@@ -201,6 +270,7 @@ class Categorical(_Vocabulary, Feature):
     Example:
 
     >>> kr.Categorical("user_id", embedding_dim=16, min_frequency=2)
+    >>> kr.Categorical("ad_id", hash_buckets=10_000_000, embedding_dim=16)
     """
 
     kind = "categorical"
@@ -215,13 +285,17 @@ class Categorical(_Vocabulary, Feature):
         num_bins: int | None = None,
         column: str | None = None,
         role: str | None = None,
+        hash_buckets: int | None = None,
+        hash_salt: int | SequenceType[int] | None = None,
     ):
         Feature.__init__(self, name, column)
         self.embedding_dim = embedding_dim
         if role not in (None, "scenario"):
             raise ValueError(f"Feature '{name}': role must be None or 'scenario', got {role!r}.")
         self.role = role
-        self._init_vocabulary(vocabulary, min_frequency, max_tokens, num_bins)
+        self._init_vocabulary(
+            vocabulary, min_frequency, max_tokens, num_bins, hash_buckets, hash_salt
+        )
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -362,8 +436,9 @@ class Sequence(_Vocabulary, Feature):
             feature pool the sequence (over unpadded positions).
         separator: delimiter of string-encoded sequences (also the encoding
             the serving signature takes).
-        vocabulary, min_frequency, max_tokens, num_bins: as in `Categorical`
-            (not allowed together with `shares_vocabulary_with`).
+        vocabulary, min_frequency, max_tokens, hash_buckets, hash_salt,
+            num_bins: as in `Categorical` (not allowed together with
+            `shares_vocabulary_with`); a hashed sequence hashes each item.
         column: input column name when different from `name`.
 
     Example:
@@ -386,6 +461,8 @@ class Sequence(_Vocabulary, Feature):
         max_tokens: int | None = None,
         num_bins: int | None = None,
         column: str | None = None,
+        hash_buckets: int | None = None,
+        hash_salt: int | SequenceType[int] | None = None,
     ):
         Feature.__init__(self, name, column)
         if int(max_length) < 1:
@@ -396,18 +473,22 @@ class Sequence(_Vocabulary, Feature):
             )
         if not separator:
             raise ValueError(f"Feature '{name}': separator must be non-empty.")
-        if shares_vocabulary_with is not None and (vocabulary is not None or num_bins is not None):
+        if shares_vocabulary_with is not None and any(
+            v is not None for v in (vocabulary, num_bins, hash_buckets, hash_salt)
+        ):
             raise ValueError(
                 f"Feature '{name}': a sequence that shares the vocabulary of "
                 f"'{shares_vocabulary_with}' cannot also set `vocabulary` or "
-                "`num_bins`."
+                "`hash_buckets` (it uses the owner's ids, hashed or not)."
             )
         self.max_length = int(max_length)
         self.embedding_dim = embedding_dim
         self.shares_vocabulary_with = shares_vocabulary_with
         self.pooling = pooling
         self.separator = separator
-        self._init_vocabulary(vocabulary, min_frequency, max_tokens, num_bins)
+        self._init_vocabulary(
+            vocabulary, min_frequency, max_tokens, num_bins, hash_buckets, hash_salt
+        )
 
     @property
     def is_adapted(self) -> bool:

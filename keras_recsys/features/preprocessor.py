@@ -138,7 +138,7 @@ class Preprocessor(tf.Module):
             else:
                 missing = tf.equal(values, tf.constant(MISSING_INT, values.dtype))
                 values = tf.strings.as_string(values)
-            hashed = tf.strings.to_hash_bucket_fast(values, owner.num_bins) + NUM_RESERVED_IDS
+            hashed = hash_bucket(values, owner.num_bins, owner.hash_salt) + NUM_RESERVED_IDS
             ids = tf.where(missing, tf.constant(OOV_ID, tf.int64), hashed)
         else:
             ids = self.tables[owner.name].lookup(values)
@@ -203,6 +203,19 @@ class Preprocessor(tf.Module):
         joined = tf.strings.join(parts, separator="_x_")
         ids = tf.strings.to_hash_bucket_fast(joined, feature.num_bins)
         return tf.cast(ids + NUM_RESERVED_IDS, tf.int32)
+
+
+def hash_bucket(text: tf.Tensor, buckets: int, salt=None) -> tf.Tensor:
+    """int64 bucket in [0, buckets) of each string: FarmHash, or SipHash keyed by `salt`.
+
+    Both are fingerprints of the bytes alone (no per-process seed), so the
+    training pipeline and the exported serving graph agree. A salt is one
+    int (used as both key halves, as Keras' `Hashing` layer does) or two.
+    """
+    if salt is None:
+        return tf.strings.to_hash_bucket_fast(text, buckets)
+    key = [salt, salt] if isinstance(salt, int) else list(salt)
+    return tf.strings.to_hash_bucket_strong(text, buckets, key=key)
 
 
 def _ragged_items(name: str, value, separator: str, kind: str = "Sequence") -> tf.RaggedTensor:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,13 @@ class FeatureSpec:
         features: the `Categorical`, `Numeric`, `Sequence` and `Crossed`
             features.
         default_embedding_dim: embedding size of features that set none.
+        fuse_tables: store the embedding tables of each width as one array
+            (`kr.layers.FusedEmbedding`): one gather, one scatter-add and one
+            optimizer update per width instead of one per table. The same
+            function and the same SavedModel signature; faster on
+            accelerators (measured: `benchmarks/bench_fit_jax.py`); weights
+            laid out differently, so checkpoints of a fused and an unfused
+            model do not load into each other. Default False.
 
     Example:
 
@@ -53,9 +63,15 @@ class FeatureSpec:
     >>> spec.adapt(train_df)
     """
 
-    def __init__(self, features: Iterable[Feature], default_embedding_dim: int = 16):
+    def __init__(
+        self,
+        features: Iterable[Feature],
+        default_embedding_dim: int = 16,
+        fuse_tables: bool = False,
+    ):
         self.features = list(features)
         self.default_embedding_dim = int(default_embedding_dim)
+        self.fuse_tables = bool(fuse_tables)
         self._by_name: dict[str, Feature] = {}
         for feature in self.features:
             if not isinstance(feature, Feature):
@@ -211,19 +227,50 @@ class FeatureSpec:
 
         The same mapping as the TensorFlow preprocessing: vocabulary entries
         from 2, unseen or missing values 1. For evaluation targets and
-        candidate lists outside the input pipeline; hashed features map only
-        in the pipeline.
+        candidate lists outside the input pipeline. Hashed features
+        (`hash_buckets`) need TensorFlow's hash, so they map only where
+        TensorFlow is installed.
         """
         owner = self.vocabulary_owner(name)
         if getattr(owner, "is_hashed", False):
-            raise ValueError(
-                f"Feature '{name}' is hashed (num_bins): its ids come from the "
-                "TensorFlow preprocessing only (kr.data), not from `lookup`."
-            )
+            return self._hashed_lookup(name, owner, values)
         self.check_adapted()
         index = {value: i + 2 for i, value in enumerate(owner.vocabulary)}
         cast = str if owner.dtype == "string" else _as_int
         return np.array([index.get(cast(v), 1) for v in values], dtype=np.int64)
+
+    def _hashed_lookup(self, name: str, owner, values) -> np.ndarray:
+        try:
+            from keras_recsys.features.preprocessor import hash_bucket
+        except ImportError:
+            raise ValueError(
+                f"Feature '{name}' is hashed (hash_buckets): its ids need TensorFlow's "
+                "hash, and TensorFlow is not installed here."
+            ) from None
+        self.check_adapted()
+        cast = str if owner.dtype == "string" else _as_int
+        texts, missing = [], []
+        for value in values:
+            # As in the pipeline: missing values, "" and non-integers of an
+            # integer feature take the OOV id instead of a bucket.
+            value = (
+                None
+                if value is None or (isinstance(value, float) and np.isnan(value))
+                else cast(value)
+            )
+            bad = (
+                value is None
+                or value == ""
+                or (owner.dtype == "int64" and not isinstance(value, int))
+            )
+            missing.append(bad)
+            texts.append("" if bad else str(value))
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        ids = np.asarray(
+            hash_bucket(np.array(texts, dtype=object), owner.num_bins, owner.hash_salt)
+        )
+        return np.where(missing, 1, ids + 2).astype(np.int64)
 
     def sequence_ids(self, name: str, sequences, max_length: int | None = None) -> np.ndarray:
         """(N, L) int32 ids of raw item lists, front-padded, as the TF preprocessing makes them.
@@ -293,18 +340,38 @@ class FeatureSpec:
     def adapt(self, data, batch_size: int = 100_000, seed: int = 0) -> FeatureSpec:
         """Fits vocabularies and statistics in one pass over `data`.
 
+        The pass streams `batch_size` rows at a time, so memory is bounded by
+        one chunk plus what is fitted (value counts of vocabulary features,
+        a 1M-value sample per bucketized feature), never by the row count:
+        give Parquet or CSV shards larger than memory as a directory, a glob
+        or a list of paths. Counts, minima and maxima are exact and sums are
+        accumulated without rounding, so the fitted state does not depend on
+        how the rows are split into chunks or files: shards give exactly what
+        the concatenated DataFrame gives. Hashed features (`hash_buckets`)
+        count nothing.
+
         Args:
-            data: a pandas DataFrame, a dict of columns, or a
+            data: a pandas DataFrame, a dict of columns, a
                 `tf.data.Dataset` whose elements are dicts of raw columns
-                (or `(features, labels)` tuples).
-            batch_size: rows per chunk when reading a DataFrame.
+                (or `(features, labels)` tuples), or files: a path to a
+                directory (its `*.parquet`, `*.pq` and `*.csv*` files), a
+                glob, or a list of paths/globs. Files are read in sorted
+                order, only the columns the spec reads; CSV columns of
+                string categoricals and sequences are read as text, as
+                `kr.data.from_csv` reads them.
+            batch_size: rows per chunk.
             seed: seed of the subsample used for quantile boundaries.
 
         Returns:
             The spec itself, fitted.
+
+        Example:
+
+        >>> spec.adapt("data/train/")            # every shard, one pass
+        >>> spec.adapt("data/train/part-*.parquet")
         """
         accumulator = _Accumulator(self, seed)
-        for chunk in _chunks(data, batch_size):
+        for chunk in _chunks(data, batch_size, self):
             accumulator.update(chunk)
         accumulator.finish()
         self._preprocessor = None
@@ -328,17 +395,24 @@ class FeatureSpec:
 
     # ---------------------------------------------------------- serialization
     def get_config(self) -> dict[str, Any]:
-        return {
+        config = {
             "default_embedding_dim": self.default_embedding_dim,
             "features": [{"kind": f.kind, "config": f.get_config()} for f in self.features],
         }
+        if self.fuse_tables:  # only when set: older configs stay as they were
+            config["fuse_tables"] = True
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FeatureSpec:
         features = [
             FEATURE_KINDS[item["kind"]].from_config(item["config"]) for item in config["features"]
         ]
-        return cls(features, config.get("default_embedding_dim", 16))
+        return cls(
+            features,
+            config.get("default_embedding_dim", 16),
+            fuse_tables=config.get("fuse_tables", False),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.get_config())
@@ -359,7 +433,14 @@ def _as_int(value):
         return value
 
 
-def _chunks(data, batch_size: int):
+def _chunks(data, batch_size: int, spec: FeatureSpec | None = None):
+    if isinstance(data, (str, os.PathLike)) or (
+        isinstance(data, (list, tuple))
+        and data
+        and all(isinstance(p, (str, os.PathLike)) for p in data)
+    ):
+        yield from _file_chunks(spec, expand_paths(data), batch_size)
+        return
     if isinstance(data, pd.DataFrame):
         if len(data) == 0:
             raise ValueError("Cannot adapt on an empty DataFrame.")
@@ -391,9 +472,199 @@ def _chunks(data, batch_size: int):
             raise ValueError("Cannot adapt on an empty dataset.")
         return
     raise TypeError(
-        "adapt() takes a pandas DataFrame, a dict of columns or a "
-        f"tf.data.Dataset, got {type(data).__name__}."
+        "adapt() takes a pandas DataFrame, a dict of columns, a "
+        "tf.data.Dataset or file paths (a directory, a glob or a list), got "
+        f"{type(data).__name__}."
     )
+
+
+# ------------------------------------------------------------------- files
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+# pandas' default missing-value markers, kept for non-text CSV columns.
+PANDAS_MISSING_MARKERS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+    "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
+def _is_data_file(name: str) -> bool:
+    name = name.lower()
+    return name.endswith(_PARQUET_SUFFIXES) or ".csv" in name
+
+
+def expand_paths(paths) -> list[str]:
+    """Files named by a path, a directory, a glob, or a list of them (each sorted).
+
+    A directory stands for its Parquet (`*.parquet`, `*.pq`) and CSV
+    (`*.csv`, compressed or not) files, hidden (`.`) and marker (`_`)
+    files such as `_SUCCESS` left out.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[str] = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            matches = sorted(
+                os.path.join(path, name)
+                for name in os.listdir(path)
+                if not name.startswith((".", "_")) and _is_data_file(name)
+            )
+            if not matches:
+                raise FileNotFoundError(
+                    f"Directory '{path}' holds no Parquet (*.parquet, *.pq) or CSV (*.csv) file."
+                )
+        else:
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise FileNotFoundError(f"No file matches '{path}'.")
+        found.extend(matches)
+    return found
+
+
+def file_format(path: str) -> str:
+    """'parquet' or 'csv', from the file name."""
+    name = os.path.basename(path).lower()
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    if ".csv" in name:
+        return "csv"
+    raise ValueError(
+        f"Cannot tell the format of '{path}': name Parquet files *.parquet or *.pq "
+        "and CSV files *.csv (optionally compressed, e.g. *.csv.gz)."
+    )
+
+
+def file_columns(path: str, fmt: str, read_csv_kwargs: dict | None = None) -> list[str]:
+    """Column names of a file, from its Parquet schema or CSV header only."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    kwargs = {k: v for k, v in (read_csv_kwargs or {}).items() if k != "dtype"}
+    return [str(c) for c in pd.read_csv(path, nrows=0, **kwargs).columns]
+
+
+def check_file_columns(
+    path: str, fmt: str, needed: dict[str, str], read_csv_kwargs: dict | None = None
+) -> None:
+    """A ValueError naming the file, each missing column and what needs it.
+
+    Args:
+        needed: column name -> what reads it (e.g. "feature 'user_id'").
+    """
+    present = file_columns(path, fmt, read_csv_kwargs)
+    missing = [c for c in needed if c not in set(present)]
+    if missing:
+        what = ", ".join(f"'{c}' (read by {needed[c]})" for c in missing)
+        shown = ", ".join(present[:20]) + (" ..." if len(present) > 20 else "")
+        raise ValueError(
+            f"File '{path}' has no column {what}; its columns are [{shown}]. Every "
+            "shard must hold every column the spec (and the tasks) read."
+        )
+
+
+def csv_frames(
+    path: str,
+    chunk_rows: int,
+    text: set[str],
+    read_csv_kwargs: dict | None = None,
+    usecols: list[str] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """A CSV file, `chunk_rows` rows at a time, `text` columns read as strings.
+
+    Text such as "NA" or "None" is a real category value: unless the caller
+    sets `na_values`/`keep_default_na`, only an empty cell is missing in a
+    text column, and pandas' usual markers in the others.
+    """
+    kwargs = dict(read_csv_kwargs or {})
+    dtype = kwargs.pop("dtype", None)
+    if dtype is None or isinstance(dtype, dict):
+        dtype = {**{c: str for c in text}, **(dtype or {})}
+    kwargs["dtype"] = dtype
+    if "na_values" not in kwargs and "keep_default_na" not in kwargs:
+        header = file_columns(path, "csv", kwargs)
+        kwargs["keep_default_na"] = False
+        kwargs["na_values"] = {c: [""] if c in text else PANDAS_MISSING_MARKERS for c in header}
+    if usecols is not None:
+        kwargs["usecols"] = usecols
+    with pd.read_csv(path, chunksize=chunk_rows, **kwargs) as reader:
+        yield from reader
+
+
+def parquet_frames(
+    path: str, chunk_rows: int, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """A Parquet file, at most `chunk_rows` rows at a time (record batches)."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    try:
+        for batch in file.iter_batches(batch_size=chunk_rows, columns=columns):
+            yield batch.to_pandas()
+    finally:
+        file.close()
+
+
+def spec_columns(spec: FeatureSpec) -> dict[str, str]:
+    """Input column -> the feature(s) that read it."""
+    columns: dict[str, str] = {}
+    for feature in spec.input_features:
+        name = f"feature '{feature.name}'"
+        columns[feature.column] = (
+            f"{columns[feature.column]}, {name}" if feature.column in columns else name
+        )
+    return columns
+
+
+def _csv_text_columns(spec: FeatureSpec, first_file: str, read_csv_kwargs=None) -> set[str]:
+    """CSV columns adapt reads as text: sequences, and categoricals that are not integers.
+
+    A fitted or given dtype decides where there is one; otherwise the first
+    rows of the first file do (pandas' own inference), so a column of codes
+    such as "007" stays text exactly when `from_csv` will read it as text.
+    """
+    text: set[str] = set()
+    undecided = []
+    for feature in spec.input_features:
+        if isinstance(feature, Sequence):
+            text.add(feature.column)
+        elif isinstance(feature, Categorical):
+            owner = spec.vocabulary_owner(feature.name)
+            if owner.given_vocabulary is not None:
+                if owner.dtype == "string":
+                    text.add(feature.column)
+            else:
+                undecided.append(feature.column)
+    if undecided:
+        kwargs = {k: v for k, v in (read_csv_kwargs or {}).items() if k != "dtype"}
+        head = pd.read_csv(first_file, nrows=10_000, usecols=sorted(set(undecided)), **kwargs)
+        for column in undecided:
+            series = head[column]
+            if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+                text.add(column)
+    return text
+
+
+def _file_chunks(spec: FeatureSpec, files: list[str], chunk_rows: int):
+    """Chunks of the spec's columns from every file, each file's columns checked first."""
+    needed = spec_columns(spec)
+    formats = [file_format(path) for path in files]
+    for path, fmt in zip(files, formats):
+        check_file_columns(path, fmt, needed)
+    columns = list(needed)
+    text = None
+    for path, fmt in zip(files, formats):
+        if fmt == "parquet":
+            frames = parquet_frames(path, chunk_rows, columns)
+        else:
+            if text is None:
+                text = _csv_text_columns(spec, path)
+            frames = csv_frames(path, chunk_rows, text, usecols=columns)
+        for frame in frames:
+            if len(frame):
+                yield frame
 
 
 def _numpy_column(value) -> list | np.ndarray:
@@ -419,7 +690,9 @@ class _Accumulator:
 
     def __init__(self, spec: FeatureSpec, seed: int):
         self.spec = spec
-        self.rng = np.random.default_rng(seed)
+        # One random stream per feature: a value's sampling key then depends
+        # on its position in the column only, not on how rows are chunked.
+        self.rngs = {f.name: np.random.default_rng([seed, i]) for i, f in enumerate(spec.features)}
         self.counts: dict[str, Counter] = {}
         self.dtypes: dict[str, str] = {}
         self.moments: dict[str, list[float]] = {}
@@ -487,16 +760,16 @@ class _Accumulator:
         x = values[~np.isnan(values)].astype(np.float64)
         if feature.transform == "log1p":
             x = np.sign(x) * np.log1p(np.abs(x))
-        m = self.moments.setdefault(feature.name, [0.0, 0.0, 0.0, np.inf, -np.inf])
+        m = self.moments.setdefault(feature.name, [0, _ExactSum(), _ExactSum(), np.inf, -np.inf])
         if len(x):
             m[0] += len(x)
-            m[1] += float(x.sum())
-            m[2] += float(np.square(x).sum())
+            m[1].add(x)
+            m[2].add(np.square(x))
             m[3] = min(m[3], float(x.min()))
             m[4] = max(m[4], float(x.max()))
         if feature.is_bucketized:
             parts = self.samples.setdefault(feature.name, [])
-            parts.append((self.rng.random(len(x)), x))
+            parts.append((self.rngs[feature.name].random(len(x)), x))
             if sum(len(v) for _, v in parts) > 2 * _QUANTILE_SAMPLE:
                 parts[:] = [_smallest_keys(parts)]
 
@@ -528,10 +801,11 @@ class _Accumulator:
                 f"Numeric feature '{feature.name}' has no non-missing value "
                 "in the adapt data, so no statistic can be fitted."
             )
-        mean = total / n
-        variance = max(squares / n - mean * mean, 0.0)
+        # Exact rationals, rounded once: no cancellation in E[x²] - E[x]².
+        mean = total.value / n
+        variance = max(squares.value / n - mean * mean, Fraction(0))
         feature.mean = float(mean)
-        feature.std = float(np.sqrt(variance)) or 1.0
+        feature.std = float(np.sqrt(float(variance))) or 1.0
         feature.min = float(low)
         feature.max = float(high)
         feature.fill_value = float(mean)
@@ -539,6 +813,51 @@ class _Accumulator:
             _, sample = _smallest_keys(self.samples[feature.name])
             quantiles = np.quantile(sample, np.linspace(0, 1, feature.buckets + 1)[1:-1])
             feature.boundaries = [float(b) for b in np.unique(quantiles)]
+
+
+class _ExactSum:
+    """The exact sum of float64 values, whatever their order or chunking.
+
+    Each value is split as m · 2^e (`np.frexp`) with a 53-bit integer
+    mantissa cut into two halves of at most 27 bits; per exponent the halves
+    are summed by `np.bincount` in float64, which is exact while a sum stays
+    below 2^53 (chunks of up to 2^25 values), and the per-exponent sums are
+    added as Python integers in units of 2^-1126 (below the smallest
+    subnormal's unit). So adapt on shards equals adapt on their
+    concatenation bit for bit, and the mean and variance are rounded once.
+    """
+
+    _UNIT = 1126  # the total counts units of 2**-1126
+    _MAX_CHUNK = 2**25
+
+    def __init__(self):
+        self.total = 0
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        for start in range(0, len(x), self._MAX_CHUNK):
+            self._add(x[start : start + self._MAX_CHUNK])
+
+    def _add(self, x: np.ndarray) -> None:
+        x = x[x != 0]
+        if not len(x):
+            return
+        mantissa, exponent = np.frexp(x)
+        q = mantissa * 2.0**53  # an integer, |q| < 2**53
+        high = np.trunc(q / 2.0**27)
+        low = q - high * 2.0**27
+        # x = (high · 2^27 + low) · 2^(exponent - 53); shift >= 0 for every float64.
+        shift = exponent.astype(np.int64) - 53 + self._UNIT
+        base = int(shift.min())
+        offsets = shift - base
+        for part, extra in ((high, 27), (low, 0)):
+            sums = np.bincount(offsets, weights=part)
+            for k in np.flatnonzero(sums):
+                self.total += int(sums[k]) << (base + int(k) + extra)
+
+    @property
+    def value(self) -> Fraction:
+        return Fraction(self.total, 1 << self._UNIT)
 
 
 def _smallest_keys(parts: list) -> tuple[np.ndarray, np.ndarray]:

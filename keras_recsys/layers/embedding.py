@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_recsys.features.feature import NUM_RESERVED_IDS, OOV_ID, PAD_ID
+from keras_recsys.layers.fused_embedding import FusedEmbedding
 from keras_recsys.layers.pooling import MaskedPooling
 
 
@@ -75,6 +76,11 @@ class FeatureEmbedding(keras.layers.Layer):
             the categorical and sequence features, leaving out bucketized
             numerics, whose ids are never out of vocabulary.
         seed: seed of the `oov_dropout` draws.
+        fuse_tables: keep the tables of each embedding width in one
+            `FusedEmbedding` (one gather, one scatter-add and one optimizer
+            update for all of them instead of one per table: faster on
+            accelerators; the same function, a different weight layout).
+            `from_spec` takes it from the spec (`FeatureSpec(fuse_tables=)`).
 
     Use `FeatureEmbedding.from_spec(spec)` rather than the raw arguments.
 
@@ -97,6 +103,7 @@ class FeatureEmbedding(keras.layers.Layer):
         oov_dropout: float = 0.0,
         oov_dropout_features: list[str] | None = None,
         seed: int | None = None,
+        fuse_tables: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,6 +113,26 @@ class FeatureEmbedding(keras.layers.Layer):
         self.dense = list(dense or [])
         self.numeric_field_dim = numeric_field_dim
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+        self.fuse_tables = bool(fuse_tables)
+        # Widths shared by two or more tables get one fused array each.
+        by_width: dict[int, dict[str, int]] = {}
+        for name, (input_dim, output_dim) in self.tables_config.items():
+            by_width.setdefault(output_dim, {})[name] = input_dim
+        # Keyed by the width as a string: TensorFlow's checkpoint tracking
+        # (SavedModel export) takes string keys only.
+        self.fused = {}
+        self._fused_width: dict[str, str] = {}
+        if self.fuse_tables:
+            for width, dims in by_width.items():
+                if len(dims) < 2:
+                    continue
+                self.fused[str(width)] = FusedEmbedding(
+                    dims,
+                    width,
+                    embeddings_regularizer=self.embeddings_regularizer,
+                    name=f"fused_tables_{width}",
+                )
+                self._fused_width.update(dict.fromkeys(dims, str(width)))
         self.tables = {
             name: keras.layers.Embedding(
                 input_dim,
@@ -114,6 +141,7 @@ class FeatureEmbedding(keras.layers.Layer):
                 name=f"table_{name}",
             )
             for name, (input_dim, output_dim) in self.tables_config.items()
+            if name not in self._fused_width
         }
         self.poolings = {
             name: MaskedPooling(pooling, name=f"pool_{name}")
@@ -151,9 +179,11 @@ class FeatureEmbedding(keras.layers.Layer):
         """Builds the front end for a fitted `FeatureSpec`.
 
         `oov_dropout` (in `kwargs`) applies to the categorical and sequence
-        features, whose ids have an out-of-vocabulary value.
+        features, whose ids have an out-of-vocabulary value; `fuse_tables`
+        defaults to the spec's.
         """
         spec.check_adapted()
+        kwargs.setdefault("fuse_tables", bool(getattr(spec, "fuse_tables", False)))
         tables: dict[str, list[int]] = {}
         fields, sequences, vocabulary_features = [], [], []
         for feature in spec.features:
@@ -199,6 +229,8 @@ class FeatureEmbedding(keras.layers.Layer):
     def build(self, input_shape=None):
         for table in self.tables.values():
             table.build((None,))
+        for fused in self.fused.values():
+            fused.build()
         if self.numeric_field_dim and self.dense:
             self.numeric_vectors = self.add_weight(
                 name="numeric_vectors",
@@ -219,6 +251,18 @@ class FeatureEmbedding(keras.layers.Layer):
         )
         return ops.where(dropped, ops.full_like(ids, OOV_ID), ids)
 
+    def lookup(self, table: str, ids):
+        """Rows of one table (by table name) for `ids` of any shape: (*ids.shape, d)."""
+        if table in self._fused_width:
+            return self.fused[self._fused_width[table]].lookup(table, ids)
+        return self.tables[table](ids)
+
+    def table_weights(self, table: str):
+        """The (V, d) weights of one table, fused or not (for reading)."""
+        if table in self._fused_width:
+            return self.fused[self._fused_width[table]].table(table)
+        return self.tables[table].embeddings
+
     def call(self, inputs, training=None):
         fields, sequences, masks = {}, {}, {}
 
@@ -228,13 +272,25 @@ class FeatureEmbedding(keras.layers.Layer):
                 ids = self.drop_to_oov(ids)
             return ids
 
+        groups: dict[str, list[tuple[str, str]]] = {}
         for name, table in self.fields:
-            fields[name] = self.tables[table](ids_of(name))
+            if table in self._fused_width:
+                groups.setdefault(self._fused_width[table], []).append((name, table))
+            else:
+                fields[name] = self.tables[table](ids_of(name))
+        for width, members in groups.items():
+            # All single-id fields of one width in one gather.
+            stacked = self.fused[width].lookup_stacked(
+                [(table, ids_of(name)) for name, table in members]
+            )
+            for i, (name, _) in enumerate(members):
+                fields[name] = stacked[:, i]
+        fields = {name: fields[name] for name, _ in self.fields}  # spec order
         for name, table, _ in self.sequence_fields:
             ids = ids_of(name)
             # Dropped positions stay items (OOV), so the mask is unchanged.
             mask = ops.not_equal(ids, PAD_ID)
-            embedded = self.tables[table](ids)
+            embedded = self.lookup(table, ids)
             sequences[name] = embedded
             masks[name] = mask
             fields[name] = self.poolings[name](embedded, mask=mask)
@@ -263,6 +319,8 @@ class FeatureEmbedding(keras.layers.Layer):
             if self.embeddings_regularizer
             else None,
         )
+        if self.fuse_tables:
+            config["fuse_tables"] = True
         if self.oov_dropout:
             # Only when set, so configs without OOV dropout stay as they were.
             config.update(

@@ -25,6 +25,7 @@ from keras_recsys.models.backbone import (
 from keras_recsys.tasks import Task, as_tasks, column_labels, compile_defaults
 from keras_recsys.training import gradnorm, loss_combiner
 from keras_recsys.training.compile_config import RememberedCompile
+from keras_recsys.training.fused_steps import FusedJaxSteps
 from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
 
 
@@ -94,7 +95,7 @@ def _served_shape(value):
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
-class RecModel(RememberedCompile, keras.Model):
+class RecModel(FusedJaxSteps, RememberedCompile, keras.Model):
     """A pointwise model: a `Backbone`, one linear head per task, one loss combiner.
 
     Built from a fitted `FeatureSpec` and a list of `Task`s. Subclasses (the

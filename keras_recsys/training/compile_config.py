@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_recsys.training.fused_steps import FusedJaxSteps
 from keras_recsys.training.optimizers import sum_repeated_sparse_gradients
 
 
@@ -31,7 +32,7 @@ class RememberedCompile:
             self.optimizer.build(self.trainable_variables)
 
 
-class OwnLossCompile(RememberedCompile):
+class OwnLossCompile(FusedJaxSteps, RememberedCompile):
     """Mixin for models whose loss is their own `compute_loss` (retrieval, next item, HSTU).
 
     `compile` takes the optimizer, defaults to XLA where it pays (JAX and

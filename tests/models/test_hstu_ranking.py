@@ -54,7 +54,9 @@ def _inputs(spec, histories, ratings, candidates=None):
     return x
 
 
-@pytest.mark.multibackend
+# TensorFlow only: on JAX and PyTorch the same equality is checked on the layers
+# (tests/layers/test_m_falcon.py, test_hstu.py) and score_candidates runs in the
+# learning test below.
 def test_m_falcon_scores_equal_one_pass_per_candidate(movielens):
     spec, _, test = movielens
     keras.utils.set_random_seed(0)

@@ -6,9 +6,12 @@ per variant is shared by the module's tests; losses and AUCs come from eager
 forward passes, and every training batch has the same size (one traced train
 step per model).
 
-Markers: one configuration per model (`VARIANTS`) is `multibackend`; the other
-options (`SLOW_VARIANTS`: xDeepFM's split-half CIN without MLP, AutoInt+,
-DualMLP, FinalMLP with global gates) and the exports are `slow`.
+Markers: one configuration per model (`VARIANTS`) learns under `multibackend`,
+with its equation test; the .keras round trip (FinalMLP) and the backbone-alone
+check (AutoInt+) keep one model each there, the others run in the default
+TensorFlow pass. The other options (`SLOW_VARIANTS`: xDeepFM's split-half CIN
+without MLP, AutoInt+, DualMLP, FinalMLP with global gates) and the exports are
+`slow`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from keras_recsys.models.interaction.autoint import AutoInt, AutoIntBackbone
 from keras_recsys.models.interaction.dlrm import DLRM, DLRMBackbone
 from keras_recsys.models.interaction.final_mlp import FinalMLP, FinalMLPBackbone
 from keras_recsys.models.interaction.xdeepfm import XDeepFM, XDeepFMBackbone
-from tests.conftest import requires_tensorflow_backend
+from tests.conftest import backend_params, requires_tensorflow_backend
 from tests.layers.test_bilinear_fusion import fusion_reference
 from tests.layers.test_cin import cin_reference
 from tests.layers.test_field_attention import attention_reference
@@ -176,7 +179,7 @@ def test_learns_census_income_and_marital(name, trained):
     assert run.auc["marital"] > MARITAL_FLOOR, run.auc
 
 
-@pytest.mark.parametrize("name", variant_params(tuple(VARIANTS)))
+@pytest.mark.parametrize("name", backend_params(tuple(VARIANTS), multibackend=("final_mlp",)))
 def test_save_load_predicts_identically(name, trained, data, tmp_path):
     """The .keras file alone (spec inside) rebuilds the model and predicts like it."""
     model = trained(name).model
@@ -226,8 +229,7 @@ BACKBONES = {
 }
 
 
-@pytest.mark.multibackend
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", backend_params(sorted(BACKBONES), multibackend=("autoint_plus",)))
 def test_backbone_alone_returns_named_representations_and_round_trips(name, spec, data):
     """The backbone on a preprocessed batch: "hidden" (B, width) and per-task "logits"
     where the model has them; from_config with the same weights computes the same."""

@@ -6,10 +6,12 @@ per variant is shared by the module's tests; losses and AUCs come from eager
 forward passes, and every training batch has the same size (one traced train
 step per model).
 
-Markers: one configuration per model (`VARIANTS`) is `multibackend`; the other
-options (`SLOW_VARIANTS`: serial MaskNet, GDCN-P, a two-module DHEN with a
-low-rank DCN, WuKong without the final MLP, a low-rank MaskNetDCN) and the
-exports are `slow`.
+Markers: one configuration per model (`VARIANTS`) learns under `multibackend`,
+with its equation test; the .keras round trip (WuKong) and the backbone-alone
+check (GDCN-P) keep one model each there, the others run in the default
+TensorFlow pass. The other options (`SLOW_VARIANTS`: serial MaskNet, GDCN-P, a
+two-module DHEN with a low-rank DCN, WuKong without the final MLP, a low-rank
+MaskNetDCN) and the exports are `slow`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from keras_recsys.models.interaction.gdcn import GDCN, GDCNBackbone
 from keras_recsys.models.interaction.masknet import MaskNet, MaskNetBackbone
 from keras_recsys.models.interaction.masknet_dcn import MaskNetDCN, MaskNetDCNBackbone
 from keras_recsys.models.interaction.wukong import WuKong, WuKongBackbone
-from tests.conftest import requires_tensorflow_backend
+from tests.conftest import backend_params, requires_tensorflow_backend
 from tests.layers.test_dhen import dhen_reference
 from tests.layers.test_gated_cross import gated_cross_reference
 from tests.layers.test_mask_block import mask_net_reference
@@ -199,7 +201,7 @@ def test_learns_census_income_and_marital(name, trained):
     assert run.auc["marital"] > MARITAL_FLOOR, run.auc
 
 
-@pytest.mark.parametrize("name", variant_params(tuple(VARIANTS)))
+@pytest.mark.parametrize("name", backend_params(tuple(VARIANTS), multibackend=("wukong",)))
 def test_save_load_predicts_identically(name, trained, data, tmp_path):
     """The .keras file alone (spec inside, the config stored as JSON) rebuilds the model and
     predicts like it."""
@@ -280,8 +282,7 @@ GRADNORM_LAYERS = {
 }
 
 
-@pytest.mark.multibackend
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", backend_params(sorted(BACKBONES), multibackend=("gdcn_parallel",)))
 def test_backbone_alone_returns_hidden_and_round_trips(name, spec, data):
     """The backbone on a preprocessed batch: "hidden" (B, width) and no logit terms;
     from_config with the same weights computes the same."""

@@ -1,4 +1,11 @@
-"""`mixed_bfloat16` trains one model of every family; outputs and losses stay float32."""
+"""`mixed_bfloat16` trains one model of every family; outputs and losses stay float32.
+
+The scenario family (STAR: a scenario-indexed normalization and star-topology
+weights) stands for the three on every backend (`multibackend`). The other two are
+`slow` (`make test-slow`): emulated bfloat16 makes them among the slowest TensorFlow
+model tests on CPU, and the policy handling they check (bfloat16 compute, float32
+logits and loss) is the one STAR's test checks.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +44,15 @@ FAMILIES = {
 }
 
 
-@pytest.mark.multibackend
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize(
+    "family",
+    [
+        pytest.param(
+            family, marks=pytest.mark.multibackend if family == "scenario" else pytest.mark.slow
+        )
+        for family in sorted(FAMILIES)
+    ],
+)
 def test_ranking_families_train_in_mixed_bfloat16(
     family, mixed_precision, scenario_spec, scenario_train
 ):

@@ -20,7 +20,7 @@ from keras_recsys.layers.embedding import concat_inputs
 from keras_recsys.models.multitask.aitm import AITM, AITMBackbone
 from keras_recsys.models.multitask.omoe import OMoE, OMoEBackbone
 from keras_recsys.models.multitask.stem import STEM, STEMBackbone
-from tests.conftest import BACKEND, requires_tensorflow_backend
+from tests.conftest import BACKEND, backend_params, requires_tensorflow_backend
 from tests.layers.test_all_forward_gating import all_forward_gating_numpy
 from tests.layers.test_information_transfer import ait_numpy
 from tests.layers.test_moe import mlp_numpy, softmax
@@ -263,8 +263,12 @@ def test_aitm_matches_numpy(spec, data):
     np.testing.assert_allclose(_np(weights["conversion"]).sum(-1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.multibackend
-@pytest.mark.parametrize("loss_weighting", ["fixed", "uncertainty", "gradnorm"])
+# On JAX and PyTorch the fixed and GradNorm paths (GradNorm's own train step must add
+# the calibrator too); learned uncertainty weights train there in test_multitask.py.
+@pytest.mark.parametrize(
+    "loss_weighting",
+    backend_params(["fixed", "uncertainty", "gradnorm"], multibackend=("fixed", "gradnorm")),
+)
 def test_aitm_training_loss_adds_the_calibrator(loss_weighting, spec, data):
     """Training: Σ_t BCE_t + α · mean max(ŷ_2 − ŷ_1, 0) in every loss path (uncertainty
     and GradNorm start from unit weights); inference: no calibrator."""

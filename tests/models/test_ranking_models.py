@@ -7,11 +7,13 @@ computed from eager forward passes instead of `evaluate`, and every training
 batch has the same size, so each backend traces or compiles one train step
 per model.
 
-Markers: the variants in `FAST` (one path per model family) are
-`multibackend`; the default TensorFlow run also trains every other variant in
-`VARIANTS`; the rest of the matrix (every variant in every test, the DCN
-version x structure grid) is `slow`, so `KERAS_BACKEND=jax pytest -m slow
-tests/models` runs it on JAX.
+Markers: the variants in `FAST` (one path per model family) train under
+`multibackend`; the save / resume round trip, the named outputs and the
+backbone-alone check keep one variant each there (the others and the config
+round trips run in the default TensorFlow pass). The default TensorFlow run also
+trains every other variant in `VARIANTS`; the rest of the matrix (every variant
+in every test, the DCN version x structure grid) is `slow`, so
+`KERAS_BACKEND=jax pytest -m slow tests/models` runs it on JAX.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 import keras_recsys as kr
 from keras_recsys.models.interaction import DCNBackbone, WideAndDeepBackbone
-from tests.conftest import BACKEND
+from tests.conftest import BACKEND, backend_params
 
 TRAIN_ROWS, BATCH = 3072, 256
 EVAL_ROWS = 2000  # every eager forward pass sees this many rows (one shape for JAX)
@@ -64,14 +66,15 @@ ALL_VARIANTS = {**VARIANTS, **SLOW_VARIANTS}
 FAST = ("wide_deep", "deepfm", "dcn_v2_low_rank_parallel")
 
 
-def variant_params(also_fast_on_tf=tuple(VARIANTS)):
-    """Every variant as a pytest param: FAST ones multibackend; those in
-    `also_fast_on_tf` in the default TensorFlow run; all others slow."""
+def variant_params(also_fast_on_tf=tuple(VARIANTS), multibackend=FAST):
+    """Every variant as a pytest param: those in `multibackend` on every backend; the
+    other FAST ones and those in `also_fast_on_tf` in the default TensorFlow run; all
+    others slow."""
     params = []
     for name in ALL_VARIANTS:
-        if name in FAST:
+        if name in multibackend:
             marks = [pytest.mark.multibackend]
-        elif name in also_fast_on_tf and BACKEND == "tensorflow":
+        elif (name in FAST or name in also_fast_on_tf) and BACKEND == "tensorflow":
             marks = []
         else:
             marks = [pytest.mark.slow]
@@ -165,7 +168,10 @@ def test_learns_census_income_and_marital(name, trained):
     assert min(run.auc.values()) > 0.75, run.auc
 
 
-@pytest.mark.parametrize("name", variant_params(also_fast_on_tf=()))
+# One .keras round trip (with the optimizer state) per backend: the DCN, the richest config.
+@pytest.mark.parametrize(
+    "name", variant_params(also_fast_on_tf=(), multibackend=("dcn_v2_low_rank_parallel",))
+)
 def test_save_load_predicts_identically_and_resumes_training(name, trained, data, tmp_path):
     """The .keras file alone (spec inside) predicts like the model, and its restored
     optimizer state takes the same next step as the model."""
@@ -194,7 +200,11 @@ def test_save_load_predicts_identically_and_resumes_training(name, trained, data
         np.testing.assert_allclose(got[task], changed[task], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", variant_params(also_fast_on_tf=("dcn_mix_parallel",)))
+# Configs are backend-independent Python: TensorFlow only (the save / load and
+# backbone tests round trip a config on every backend).
+@pytest.mark.parametrize(
+    "name", variant_params(also_fast_on_tf=("dcn_mix_parallel",), multibackend=())
+)
 def test_config_round_trip(name, census_spec, spec, census_tasks, data):
     """get_config is JSON, from_config rebuilds the same architecture, and with the
     same weights the clone computes the same outputs. On TensorFlow with the full
@@ -220,8 +230,7 @@ def test_numeric_fields_survive_config_round_trip(spec, census_tasks):
     assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in model.weights]
 
 
-@pytest.mark.multibackend
-@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("name", backend_params(FAST, multibackend=("wide_deep",)))
 def test_outputs_are_named_after_tasks(name, spec, data):
     """One output per task, keyed by the task's name, in task order: (B,) probabilities."""
     model = build(name, spec, [kr.Task("marital"), kr.Task("income", weight=0.5)])
@@ -256,8 +265,11 @@ BACKBONES = {
 }
 
 
-@pytest.mark.multibackend
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+# On JAX and PyTorch the mixture-of-experts parallel DCN only (Wide&Deep's and the v2
+# DCN's backbones run inside the FAST models there); all four on TensorFlow.
+@pytest.mark.parametrize(
+    "name", backend_params(sorted(BACKBONES), multibackend=("dcn_mix_parallel",))
+)
 def test_backbone_alone_returns_named_representations_and_round_trips(name, spec, data):
     """The backbone on a preprocessed batch: "hidden" (B, d), the wide part as per-task
     "logits" where the model has one, no loss; from_config rebuilds it, and with the

@@ -124,8 +124,8 @@ class DIENBackbone(BehaviorBackbone):
         return ops.where(ops.equal(draws, ids), shifted, draws)
 
     def _auxiliary_loss(self, sequence, states, behaviors, ids, mask):
-        negatives = self.embedding.tables[self.sequence_tables[sequence]](
-            self.sample_negatives(sequence, ids)
+        negatives = self.embedding.lookup(
+            self.sequence_tables[sequence], self.sample_negatives(sequence, ids)
         )
         return next_behavior_loss(states, behaviors, negatives, mask)
 

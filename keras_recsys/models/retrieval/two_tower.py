@@ -16,6 +16,7 @@ from keras_recsys.heads.top_k import EXCLUDED_SCORE, top_k_items
 from keras_recsys.layers.embedding import FeatureEmbedding
 from keras_recsys.layers.mlp import MLP
 from keras_recsys.models.top_k import TopKRecommender
+from keras_recsys.training.replicas import scale_loss_for_replicas
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
@@ -163,7 +164,7 @@ class TwoTower(TopKRecommender):
             if isinstance(feature, Numeric) and not feature.is_bucketized:
                 part = ops.expand_dims(inputs[name], -1)
             else:
-                part = self.embedding.tables[self._table(name)](inputs[name])
+                part = self.embedding.lookup(self._table(name), inputs[name])
                 if isinstance(feature, Sequence):
                     mask = ops.greater_equal(inputs[name], NUM_RESERVED_IDS)
                     part = self.embedding.poolings[name](part, mask=mask)
@@ -201,7 +202,7 @@ class TwoTower(TopKRecommender):
         )
         for extra in self.losses:
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     def score_all(self, inputs):
         """(B, V) scores of every item id (ids 0 and 1 never rank)."""

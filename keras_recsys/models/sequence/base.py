@@ -12,6 +12,7 @@ from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.heads.next_item import NextItemHead
 from keras_recsys.heads.top_k import top_k_items
 from keras_recsys.models.top_k import TopKRecommender
+from keras_recsys.training.replicas import scale_loss_for_replicas
 
 
 class SequenceBackbone(keras.layers.Layer):
@@ -200,7 +201,7 @@ class SequentialRecommender(TopKRecommender):
         loss = self.head.compute_loss(y_pred["sequence"], targets, sample_weight)
         for extra in self.losses:
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     def query_vectors(self, inputs, training=False):
         """(B, d): the representation at the last position, which predicts the next item."""

@@ -17,6 +17,7 @@ from keras_recsys.layers.sequence.m_falcon import m_falcon
 from keras_recsys.models.sequence.base import item_mask
 from keras_recsys.models.sequence.hstu import hstu_optimizer
 from keras_recsys.training.compile_config import OwnLossCompile
+from keras_recsys.training.replicas import scale_loss_for_replicas
 
 
 @keras.saving.register_keras_serializable(package="keras_recsys")
@@ -222,7 +223,7 @@ class HSTURanker(OwnLossCompile, keras.Model):
         loss = ops.sum(losses * weights) / ops.maximum(ops.sum(weights), 1.0)
         for extra in self.losses:
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     # ---------------------------------------------------------------- ranking
     def score_candidates(self, inputs) -> dict:

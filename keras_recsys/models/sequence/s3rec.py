@@ -21,6 +21,7 @@ from keras_recsys.features.feature import NUM_RESERVED_IDS
 from keras_recsys.features.spec import FeatureSpec
 from keras_recsys.models.sequence.base import history_feature, item_mask, sequence_dims
 from keras_recsys.models.sequence.sasrec import SASRecBackbone
+from keras_recsys.training.replicas import scale_loss_for_replicas
 
 OBJECTIVES = ("aap", "mip", "map", "sp")
 # The keys of a pre-training batch (`s3rec_pretraining_batch`).
@@ -602,7 +603,7 @@ class S3RecPretrainer(keras.Model):
             loss = loss + self.objective_weights[key] * y_pred[key]
         for extra in self.losses:
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         for key, tracker in zip(self.objectives, self.objective_trackers):
