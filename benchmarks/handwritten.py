@@ -162,7 +162,7 @@ def copy_toolkit_weights(toolkit: keras.Model, hand: keras.Model, kind: str) -> 
     """Gives `hand` the weights of the toolkit model (to check they compute the same)."""
     embedding = toolkit.embedding
     for name, table in embedding.fields:
-        _assign(hand.get_layer(f"emb_{name}").embeddings, embedding.tables[table].embeddings)
+        _assign(hand.get_layer(f"emb_{name}").embeddings, embedding.table_weights(table))
     for i, dense in enumerate(toolkit.backbone.mlp.dense_layers):
         _copy_dense(hand.get_layer(f"mlp_{i}"), dense)
     _copy_dense(hand.get_layer("head"), toolkit.heads.heads["click"])
