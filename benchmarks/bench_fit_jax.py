@@ -132,30 +132,28 @@ def toolkit_model(spec, fused: bool = False, policy: str | None = None):
         keras.config.set_dtype_policy(previous)
 
 
-class EpochTimer:
-    """Seconds per epoch; the end waits for the device by reading the loss."""
+def epoch_timer():
+    """A callback recording seconds per epoch; the end waits for the device by reading the loss."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
 
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])
+            self.seconds.append(time.perf_counter() - self._start)
 
-            def on_epoch_end(self, epoch, logs=None):
-                float(logs["loss"])
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return _Timer()
+    return EpochTimer()
 
 
 def keras_runner(model, fit_kwargs, epochs):
     def run():
-        timer = EpochTimer()
+        timer = epoch_timer()
         model.fit(**fit_kwargs, epochs=epochs, verbose=0, callbacks=[timer])
         return timer.seconds[1:]
 
